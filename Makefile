@@ -1,0 +1,42 @@
+# Two entry points: `make demo` (the main job on the embedded default) and `make test`.
+# Both work on a fresh Debian machine with Python 3.11 and root: they install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := ffmpeg espeak-ng
+
+.PHONY: demo test test-slow lint system-deps clean
+
+system-deps:
+	@missing=""; for t in ffmpeg ffprobe espeak-ng; do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+$(VENV)/.core: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.core
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: system-deps $(VENV)/.core
+	$(BIN)/python -m responsenet.demo --out demo-out
+
+test: system-deps $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+test-slow: system-deps $(VENV)/.dev
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check responsenet tests
+
+clean:
+	rm -rf demo-out .pytest_cache

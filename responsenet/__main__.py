@@ -1,0 +1,3 @@
+from responsenet.cli import main
+
+main()

@@ -1,0 +1,21 @@
+"""The stage registry: every pipeline stage, in pipeline order, declared once."""
+
+from __future__ import annotations
+
+from responsenet.registry import Registry
+
+#: All stages of the pipeline, in the order they run (DESIGN.md "The pipeline").
+STAGE_ORDER = ("download", "segment", "crop", "separate", "transcribe", "face", "chrono",
+               "refine", "shard")
+
+stages: Registry = Registry("stage")
+stages.register("download", "responsenet.build.stages.download:DownloadStage")
+stages.register("segment", "responsenet.build.stages.segment:SegmentStage")
+for _name in STAGE_ORDER:
+    if _name not in stages:
+        stages.plan(_name, "a later release of the pipeline")
+
+
+def available_stages() -> list[str]:
+    """Stage names that can run today, in pipeline order."""
+    return [name for name in STAGE_ORDER if name in stages]

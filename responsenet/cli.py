@@ -1,0 +1,145 @@
+"""The ``responsenet`` command line: a thin adapter from arguments to library calls.
+
+Exit codes: 0 success, 1 the work failed (see the report), 2 a usage error (bad arguments,
+config or manifest; or a capability that is not available yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from responsenet import __version__
+from responsenet.errors import UsageError
+
+app = typer.Typer(name="responsenet", no_args_is_help=True, rich_markup_mode="rich",
+                  add_completion=False,
+                  help="Build and benchmark dyadic conversation corpora (ResponseNet style).")
+err = Console(stderr=True)
+
+
+def _usage_exit(error: Exception) -> typer.Exit:
+    err.print(f"[red]error[/red]: {error}", highlight=False)
+    return typer.Exit(2)
+
+
+def not_available(what: str) -> typer.Exit:
+    """Say that a capability belongs to a later release, and exit 2 without doing anything."""
+    err.print(f"not available yet: {what}", highlight=False)
+    return typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"responsenet {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+          ) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def build(
+    manifest: Annotated[Path, typer.Option(help="Manifest of sources (.yaml, .jsonl or .csv).")],
+    out: Annotated[Path, typer.Option(help="Build folder; re-running into it resumes.")],
+    stage: Annotated[str, typer.Option(help="'all' or a comma list, e.g. download,segment.")]
+    = "all",
+    config: Annotated[Optional[Path], typer.Option(help="Pipeline config YAML.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a config key: stage.key=value (repeatable).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    executor: Annotated[str, typer.Option(help="Executor: local.")] = "local",
+    force: Annotated[Optional[list[str]], typer.Option(
+        help="Redo this stage and every stage after it that depends on it (repeatable).")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        help="Retry failures remembered from earlier runs.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 unless every source succeeded.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run pipeline stages over a manifest of videos.
+
+    Exit 0 when at least one source went through every requested stage (every source with
+    [bold]--strict[/bold]), 1 otherwise, 2 for usage errors.
+    """
+    from responsenet.build.pipeline import build as run_build
+
+    try:
+        report = run_build(manifest, out, stage, config_path=config, overrides=set_ or [],
+                           workers=workers, executor=executor, force=force or [],
+                           retry_failed=retry_failed, progress=not quiet, console=err)
+    except UsageError as e:
+        raise _usage_exit(e) from e
+    report.render(err)
+    total, ok = len(report.items), report.succeeded
+    raise typer.Exit(0 if (ok == total if strict else ok > 0) else 1)
+
+
+@app.command()
+def validate(root: Annotated[Path, typer.Argument(help="A built corpus folder.")]) -> None:
+    """Check a built corpus: schema, array lengths, media checksums, disjoint splits."""
+    from responsenet.validate import validate_root
+
+    problems = validate_root(root)
+    for problem in problems:
+        print(problem)
+    if problems:
+        err.print(f"[red]{len(problems)} problem(s)[/red] in {root}", highlight=False)
+        raise typer.Exit(1)
+    err.print(f"[green]valid[/green]: {root}", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def synth() -> None:
+    """Write synthetic dyadic conversations with exact ground truth."""
+    raise not_available("synth (synthetic conversations with ground truth)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def split() -> None:
+    """Assign clips to participant-disjoint train/val/test splits."""
+    raise not_available("split (participant-disjoint, topic-stratified splits)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def stats() -> None:
+    """Write a data card with figures for a built corpus."""
+    raise not_available("stats (data card and figures)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def export() -> None:
+    """Export a corpus in the public ResponseNet folder layout."""
+    raise not_available("export (ResponseNet folder layout, Croissant metadata)")
+
+
+@app.command(name="eval", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})
+def eval_() -> None:
+    """Stream clips into a model plugin and score it with the paper's metrics."""
+    raise not_available("eval (model plugins, streaming harness, metrics)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def score() -> None:
+    """Recompute metrics for an evaluation run without regenerating."""
+    raise not_available("score (metrics over a generation run)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def models() -> None:
+    """List, fetch and verify model weights (see MODELS.md)."""
+    raise not_available("models (model asset registry: list, fetch, verify)")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Test factories shipped with the package: deterministic media and manifests for tests."""
