@@ -135,10 +135,67 @@ def score() -> None:
     raise not_available("score (metrics over a generation run)")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def models() -> None:
-    """List, fetch and verify model weights (see MODELS.md)."""
-    raise not_available("models (model asset registry: list, fetch, verify)")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
+                         help="List, verify and fetch model weights (see MODELS.md).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model asset: where it was found, or that it is missing."""
+    from rich.table import Table
+
+    from responsenet.assets import resolve
+    from responsenet.assets_catalog import ASSETS
+    from responsenet.errors import AssetMissing
+
+    table = Table()
+    for col in ("asset", "used by", "license", "found at"):
+        table.add_column(col, overflow="fold")
+    for name in ASSETS.names():
+        asset = ASSETS.get(name)
+        try:
+            where = str(resolve(name))
+        except AssetMissing as e:
+            where = f"[red]{e.reason}[/red]"
+        table.add_row(name, asset.used_by, asset.license, where)
+    Console().print(table)
+
+
+@models_app.command("verify")
+def models_verify(names: Annotated[Optional[list[str]], typer.Argument(
+        help="Assets to check (default: every asset that is found).")] = None) -> None:
+    """Check the sha256 of assets found on this machine; exit 1 on a mismatch or a missing one."""
+    from responsenet.assets import resolve
+    from responsenet.assets_catalog import ASSETS
+    from responsenet.errors import AssetMissing
+
+    failed = False
+    for name in names or ASSETS.names():
+        try:
+            print(f"ok      {name}: {resolve(name)}")
+        except UsageError as e:
+            raise _usage_exit(e) from e
+        except AssetMissing as e:
+            if names or e.reason != "weights_missing":
+                failed = True
+                print(f"{e.reason} {name}: {e.message}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@models_app.command("fetch")
+def models_fetch(name: Annotated[str, typer.Argument(help="Asset name.")]) -> None:
+    """Download an asset from its official address into the user cache (needs network)."""
+    from responsenet.assets import resolve
+    from responsenet.errors import AssetMissing
+
+    try:
+        print(resolve(name, allow_download=True))
+    except UsageError as e:
+        raise _usage_exit(e) from e
+    except AssetMissing as e:
+        err.print(f"[red]{e.reason}[/red]: {e.message}", highlight=False)
+        raise typer.Exit(1) from e
 
 
 def main() -> None:

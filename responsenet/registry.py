@@ -51,6 +51,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._targets[name] = target
 
+    def add(self, name: str, obj: T) -> None:
+        """Register an object that is cheap to hold (plain data such as an asset record)."""
+        self.register(name, f"<object {name}>")
+        self._loaded[name] = obj
+
     def plan(self, name: str, where: str) -> None:
         """Declare a name that a later version provides; asking for it says so clearly."""
         self._planned[name] = where
