@@ -8,6 +8,7 @@ mistakes with the path of the offending key.
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from responsenet.build.stages import available_stages, stages
 from responsenet.errors import UsageError
 
 
+@functools.cache
 def pipeline_model() -> type[BaseModel]:
     """The pydantic model of a whole pipeline config, one field per available stage."""
     fields: dict[str, Any] = {}
