@@ -124,3 +124,11 @@ def test_parse_time(text, seconds):
 def test_parse_time_rejects(text):
     with pytest.raises(ValueError):
         parse_time(text)
+
+
+def test_example_manifests_parse():
+    examples = Path(__file__).resolve().parents[1] / "manifests" / "examples"
+    for path in sorted(examples.iterdir()):
+        entries = load_manifest(path)
+        assert entries[0].id == "interview-01" and entries[-1].id == "local-01", path
+        assert entries[-1].path == str((examples / "../videos/local-01.mp4").resolve())

@@ -190,3 +190,28 @@ def clip_spans(n_frames: int, cuts: Sequence[int], min_frames: int,
         else:
             kept.append(span)
     return kept, [s for s in dropped if s[1] > s[0]]
+
+
+def merge_adjacent(spans: Sequence[Span]) -> list[Span]:
+    """Join spans in time order that touch (one ends where the next starts) into runs.
+
+    Example: ``[(0, 75), (75, 137), (150, 200)]`` -> ``[(0, 137), (150, 200)]``.
+    """
+    runs: list[Span] = []
+    for start, end in spans:
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
+
+
+def packed_ends(spans: Sequence[Span]) -> list[int]:
+    """End frame of each span once the spans' frames are laid end to end from frame 0.
+
+    Span ``i`` then covers frames ``[ends[i - 1], ends[i])`` of the packed stream (the first from
+    frame 0), so each end but the last is the packed index of the next span's first frame.
+
+    Example: ``[(0, 75), (100, 162)]`` -> ``[75, 137]``.
+    """
+    return np.cumsum([end - start for start, end in spans], dtype=np.int64).tolist()

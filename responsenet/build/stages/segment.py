@@ -1,9 +1,11 @@
 """Stage 2, segment: one downloaded source -> constant-fps clips between camera cuts.
 
-Inputs: the ``download`` result (``meta["file"]``, ``meta["range_applied"]``). Steps: probe,
-normalise to ``fps`` CFR video and a 16 kHz mono mixture, measure frame-to-frame distances on
-64x36 thumbnails, find cuts, turn the shots into clip spans, then write per clip a frame-exact
-``{clip_id}.mp4`` (no audio) and a sample-exact ``{clip_id}.wav``. See docs/stages/segment.md.
+Inputs: the ``download`` result (``meta["file"]``, ``meta["range_applied"]``). Steps: probe;
+decode once to 64x36 thumbnails of the ``fps`` CFR stream and a 16 kHz mono mixture (no video
+encode); measure frame-to-frame distances, find cuts, turn the shots into clip spans; then decode
+again and encode the kept frames once, split into frame-exact ``{clip_id}.mp4`` files (no audio)
+at forced keyframes, and cut a sample-exact ``{clip_id}.wav`` per clip. See
+docs/stages/segment.md.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from responsenet.media import MediaInfo, probe, require_tool, run_ffmpeg
 
 #: Thumbnail size (width, height) used for cut detection and luma measures.
 THUMB_SIZE = (64, 36)
-#: x264 quality of the intermediate normalised stream (lower = better; it is re-encoded once).
-NORMALISED_CRF = 12
 #: A decoded stream may fall short of the probed duration by this many seconds (or 5%) before
 #: the source counts as corrupt.
 DECODE_SLACK_S = 1.0
@@ -90,19 +90,18 @@ class Window:
 
 
 @dataclass(frozen=True)
-class Normalised:
-    """Intermediate CFR streams of one source (inside a temporary folder)."""
+class Decoded:
+    """What the decode pass keeps of one source (the thumbnails inside a temporary folder)."""
 
-    video: Path
     thumbs: np.ndarray  # uint8 [T, 36, 64, 3], memory-mapped
     audio: np.ndarray  # int16 [N], mono
 
 
 class SegmentStage(Stage):
-    """Probe, normalise, detect camera cuts and write frame-exact clips with quality measures."""
+    """Probe, decode, detect camera cuts and write frame-exact clips with quality measures."""
 
     name = "segment"
-    version = "1"
+    version = "2"
     unit = "source"
     requires = ("download",)
     Config = SegmentConfig
@@ -114,19 +113,21 @@ class SegmentStage(Stage):
         info = probe(src)
         _check_streams(ctx.item_id, info)
         window = _window(ctx, info)
-        with tempfile.TemporaryDirectory(prefix="_normalise-", dir=ctx.out_dir) as tmp:
-            norm = _normalise(src, Path(tmp), window, cfg, ctx.item_id)
-            _check_decoded(ctx.item_id, len(norm.thumbs) / cfg.fps, "video", window.expected)
-            _check_decoded(ctx.item_id, len(norm.audio) / cfg.sample_rate, "audio", window.expected)
-            distances = cutmath.frame_distances(norm.thumbs)
-            luma = cutmath.frame_luma(norm.thumbs)
+        with tempfile.TemporaryDirectory(prefix="_segment-", dir=ctx.out_dir) as tmp:
+            decoded = _decode(src, Path(tmp), window, cfg, ctx.item_id)
+            _check_decoded(ctx.item_id, len(decoded.thumbs) / cfg.fps, "video", window.expected)
+            _check_decoded(ctx.item_id, len(decoded.audio) / cfg.sample_rate, "audio",
+                           window.expected)
+            distances = cutmath.frame_distances(decoded.thumbs)
+            luma = cutmath.frame_luma(decoded.thumbs)
             cut_frames = cutmath.detect_cuts(distances, cfg.cut_threshold, cfg.min_gap_frames)
             kept, dropped = cutmath.clip_spans(len(distances), cut_frames, cfg.min_frames,
                                                cfg.max_frames)
             if not kept:
                 raise _too_short(ctx.item_id, len(distances), cut_frames, cfg)
-            clips = [_write_clip(ctx, norm, luma, info, window, index, span)
-                     for index, span in enumerate(kept)]
+            videos = _encode_clips(src, Path(tmp), window, kept, cfg, ctx.item_id)
+            clips = [_write_clip(ctx, decoded, luma, info, window, index, span, video)
+                     for index, (span, video) in enumerate(zip(kept, videos, strict=True))]
         np.save(ctx.out_dir / "distances.npy", distances)
         seconds = window.seconds_at(cfg.fps)
         return {
@@ -166,28 +167,33 @@ def _window(ctx: StageContext, info: MediaInfo) -> Window:
     return Window(start, start or None, length, expected)
 
 
-def _normalise(src: Path, tmp: Path, window: Window, cfg: SegmentConfig,
-               source_id: str) -> Normalised:
-    """One ffmpeg pass: CFR video, CFR thumbnails (raw RGB) and the mono mixture WAV."""
-    width, height = THUMB_SIZE
-    graph = (f"[0:v:0]fps={cfg.fps}:start_time=0,scale=trunc(iw/2)*2:trunc(ih/2)*2,"
-             f"format=yuv420p,split=2[full][s];[s]scale={width}:{height}:flags=area,"
-             "format=rgb24[thumbs]")
-    video, thumbs, audio = tmp / "normalised.mp4", tmp / "thumbs.rgb", tmp / "mixture.wav"
+def _cfr_chain(cfg: SegmentConfig) -> str:
+    """The filters that turn the first video stream into the CFR stream whose frames are counted."""
+    return (f"[0:v:0]fps={cfg.fps}:start_time=0,scale=trunc(iw/2)*2:trunc(ih/2)*2,"
+            "format=yuv420p")
+
+
+def _window_args(window: Window) -> list[str]:
+    """ffmpeg input options that cut ``window`` out of the source (none for the whole file)."""
     args = ["-ss", f"{window.seek:.6f}"] if window.seek else []
-    args += ["-t", f"{window.length:.6f}"] if window.length else []
-    args += ["-i", str(src), "-filter_complex", graph,
-             "-map", "[full]", "-c:v", "libx264", "-crf", str(NORMALISED_CRF),
-             "-preset", cfg.preset, "-fps_mode", "passthrough", str(video),
-             "-map", "[thumbs]", "-f", "rawvideo", "-fps_mode", "passthrough", str(thumbs),
-             "-map", "0:a:0", "-af", f"aresample={cfg.sample_rate}:async=1:first_pts=0",
-             "-ac", "1", "-c:a", "pcm_s16le", str(audio)]
-    run_ffmpeg(args, what=f"decode and normalise source {source_id}", reason="corrupt_media")
+    return args + (["-t", f"{window.length:.6f}"] if window.length else [])
+
+
+def _decode(src: Path, tmp: Path, window: Window, cfg: SegmentConfig, source_id: str) -> Decoded:
+    """Decode pass (no video encode): CFR thumbnails (raw RGB) and the mono mixture WAV."""
+    width, height = THUMB_SIZE
+    graph = f"{_cfr_chain(cfg)},scale={width}:{height}:flags=area,format=rgb24[thumbs]"
+    thumbs, audio = tmp / "thumbs.rgb", tmp / "mixture.wav"
+    args = [*_window_args(window), "-i", str(src), "-filter_complex", graph,
+            "-map", "[thumbs]", "-f", "rawvideo", "-fps_mode", "passthrough", str(thumbs),
+            "-map", "0:a:0", "-af", f"aresample={cfg.sample_rate}:async=1:first_pts=0",
+            "-ac", "1", "-c:a", "pcm_s16le", str(audio)]
+    run_ffmpeg(args, what=f"decode source {source_id}", reason="corrupt_media")
     frame_bytes = width * height * 3
     n_frames = thumbs.stat().st_size // frame_bytes
     frames = (np.memmap(thumbs, dtype=np.uint8, mode="r", shape=(n_frames, height, width, 3))
               if n_frames else np.zeros((0, height, width, 3), np.uint8))
-    return Normalised(video, frames, _read_wav(audio))
+    return Decoded(frames, _read_wav(audio))
 
 
 def _check_decoded(source_id: str, decoded: float, what: str, expected: float) -> None:
@@ -208,14 +214,17 @@ def _too_short(source_id: str, n_frames: int, cut_frames: list[int],
                         "lower min_clip_seconds or raise cut_threshold")
 
 
-def _write_clip(ctx: StageContext, norm: Normalised, luma: np.ndarray, info: MediaInfo,
-                window: Window, index: int, span: cutmath.Span) -> dict[str, Any]:
-    """Write ``{clip_id}.mp4`` and ``{clip_id}.wav`` for one span; return its meta entry."""
+def _write_clip(ctx: StageContext, decoded: Decoded, luma: np.ndarray, info: MediaInfo,
+                window: Window, index: int, span: cutmath.Span, video: Path) -> dict[str, Any]:
+    """Check and move the encoded ``video`` of one span, write its WAV; return its meta entry."""
     cfg: SegmentConfig = ctx.config
     clip_id = f"{ctx.item_id}_{index:03d}"
     start_frame, n_frames = span[0], span[1] - span[0]
-    _write_clip_video(norm.video, ctx.out_dir / f"{clip_id}.mp4", start_frame, n_frames, cfg)
-    samples = _clip_samples(norm.audio, start_frame, n_frames, cfg)
+    if (written := _frame_count(video)) != n_frames:
+        raise StageFailure("ffmpeg_failed", f"clip {clip_id}: expected {n_frames} frames from "
+                           f"frame {start_frame} of the normalised stream, wrote {written}")
+    video.replace(ctx.out_dir / f"{clip_id}.mp4")
+    samples = _clip_samples(decoded.audio, start_frame, n_frames, cfg)
     _write_wav(ctx.out_dir / f"{clip_id}.wav", samples, cfg.sample_rate)
     bounds = cutmath.sample_bounds(start_frame, n_frames, cfg.fps, cfg.sample_rate)
     frame_db = cutmath.frame_rms_dbfs(samples, bounds)
@@ -235,23 +244,36 @@ def _write_clip(ctx: StageContext, norm: Normalised, luma: np.ndarray, info: Med
             "video": f"{clip_id}.mp4", "audio": f"{clip_id}.wav", "quality": quality}
 
 
-def _write_clip_video(src: Path, dst: Path, start_frame: int, n_frames: int,
-                      cfg: SegmentConfig) -> None:
-    """Copy frames [start_frame, start_frame + n_frames) of the CFR stream ``src``, re-encoded.
+def _encode_clips(src: Path, tmp: Path, window: Window, kept: list[cutmath.Span],
+                  cfg: SegmentConfig, source_id: str) -> list[Path]:
+    """Decode the source again and encode the frames of the ``kept`` spans, once.
 
-    Seeks to half a frame before the first wanted frame (exact seek: ffmpeg decodes from the
-    keyframe before and drops earlier frames), keeps ``n_frames`` frames, then checks the count.
+    The CFR stream is rebuilt exactly as in :func:`_decode`; ``select`` keeps the spans' frames
+    (renumbered without gaps), a keyframe is forced at each span's first frame and the segment
+    muxer starts a new file there, so file ``i`` holds exactly the frames of ``kept[i]``.
+
+    Returns:
+        The encoded files, one per kept span, in order.
     """
-    seek = max(0.0, (start_frame - 0.5) / cfg.fps)
-    run_ffmpeg(["-ss", f"{seek:.6f}", "-i", str(src), "-map", "0:v:0", "-an",
-                "-vf", "setpts=PTS-STARTPTS", "-frames:v", str(n_frames), "-c:v", "libx264",
-                "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p",
-                "-fps_mode", "passthrough", "-movflags", "+faststart", str(dst)],
-               what=f"write clip {dst.name}")
-    written = _frame_count(dst)
-    if written != n_frames:
-        raise StageFailure("ffmpeg_failed", f"clip {dst.stem}: expected {n_frames} frames from "
-                           f"frame {start_frame} of the normalised stream, wrote {written}")
+    runs = "+".join(f"between(n,{a},{b - 1})" for a, b in cutmath.merge_adjacent(kept))
+    graph = f"{_cfr_chain(cfg)},select='{runs}',setpts=round(N/(FRAME_RATE*TB))[clips]"
+    ends = cutmath.packed_ends(kept)
+    args = [*_window_args(window), "-i", str(src), "-filter_complex", graph, "-map", "[clips]",
+            "-an", "-frames:v", str(ends[-1]), "-fps_mode", "passthrough", "-c:v", "libx264",
+            "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p",
+            "-forced-idr", "1"]
+    if len(ends) > 1:
+        args += ["-force_key_frames", ",".join(f"{f / cfg.fps:.6f}" for f in ends[:-1])]
+    args += ["-avoid_negative_ts", "disabled", "-f", "segment",
+             "-segment_frames", ",".join(map(str, ends)), "-reset_timestamps", "1",
+             "-segment_format", "mp4", "-segment_format_options", "movflags=+faststart",
+             str(tmp / "clip-%06d.mp4")]
+    run_ffmpeg(args, what=f"encode the clips of source {source_id}")
+    videos = sorted(tmp.glob("clip-*.mp4"))
+    if len(videos) != len(kept):
+        raise StageFailure("ffmpeg_failed", f"source {source_id}: expected {len(kept)} clip "
+                           f"videos from one encode, ffmpeg wrote {len(videos)}")
+    return videos
 
 
 def _frame_count(path: Path) -> int:

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from responsenet.build import cuts
 from responsenet.build.cuts import frame_distances
+from responsenet.build.stages import segment
 from responsenet.build.stages.base import StageContext, StageResult
 from responsenet.build.stages.segment import SegmentConfig, SegmentStage
 from responsenet.errors import StageFailure
@@ -45,7 +47,7 @@ def stream_facts(path: Path) -> dict:
     """ffprobe's decoded frame count and rates of the first video stream."""
     proc = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
                            "-show_entries", ("stream=nb_read_frames,r_frame_rate,avg_frame_rate,"
-                           "codec_name,pix_fmt"), "-show_entries", "format=nb_streams",
+                           "codec_name,pix_fmt,start_time,duration"), "-show_entries", "format=nb_streams",
                            "-of", "json", str(path)], capture_output=True, text=True, check=True)
     data = json.loads(proc.stdout)
     return {**data["streams"][0], "nb_streams": data["format"]["nb_streams"]}
@@ -64,6 +66,29 @@ def thumbnails(path: Path) -> np.ndarray:
                            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True,
                           check=True)
     return np.frombuffer(proc.stdout, np.uint8).reshape(-1, 36, 64, 3)
+
+
+def grey_frames(path: Path, *input_args: str, vf: str = "null") -> np.ndarray:
+    """uint8 [T, H, W] full-size grey frames of a 160x90 video, decoded by ffmpeg."""
+    proc = subprocess.run(["ffmpeg", "-v", "error", *input_args, "-i", str(path), "-vf", vf,
+                           "-f", "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True,
+                          check=True)
+    return np.frombuffer(proc.stdout, np.uint8).reshape(-1, 90, 160)
+
+
+def assert_clips_hold_their_frames(media: Path, meta: dict, out: Path, *input_args: str) -> None:
+    """Frame k of each clip is frame start_frame + k of the CFR stream (built here independently):
+    it matches that frame better than the stream's frames just before and after it."""
+    stream = grey_frames(media, *input_args, vf=f"fps={FPS}:start_time=0").astype(np.int16)
+    assert len(stream) == meta["n_frames"]
+    for clip in meta["clips"]:
+        got = grey_frames(out / clip["video"]).astype(np.int16)
+        first, n = clip["start_frame"], clip["n_frames"]
+        assert len(got) == n, clip["clip_id"]
+        errors = [np.abs(got - stream[first + shift : first + shift + n]).mean(axis=(1, 2))
+                  for shift in (-1, 0, 1) if 0 <= first + shift and first + shift + n <= len(stream)]
+        best = np.argmin(errors, axis=0)
+        assert (best == (1 if first > 0 else 0)).all(), (clip["clip_id"], np.flatnonzero(best))
 
 
 def failure(media: Path, out: Path, **kwargs) -> StageFailure:
@@ -96,6 +121,8 @@ def test_clips_have_stable_ids_and_exact_lengths(three_shots):
         facts = stream_facts(out / clip["video"])
         assert int(facts["nb_read_frames"]) == clip["n_frames"]
         assert facts["r_frame_rate"] == facts["avg_frame_rate"] == "25/1"
+        assert float(facts["start_time"]) == 0.0
+        assert float(facts["duration"]) == pytest.approx(clip["n_frames"] / FPS)
         assert (facts["codec_name"], facts["pix_fmt"], facts["nb_streams"]) == ("h264", "yuv420p", 1)
         samples, params = read_wav(out / clip["audio"])
         assert params == (1, 2, 16000)
@@ -133,6 +160,46 @@ def test_short_middle_shot_is_dropped(tmp_path):
     assert [(c["start"], c["end"]) for c in meta["clips"]] == [(0.0, 3.0), (4.0, 7.0)]
     assert meta["dropped"] == [{"start": 3.0, "end": 4.0, "start_frame": 75, "n_frames": 25,
                                 "reason": "too_short"}]
+
+
+def test_clips_around_dropped_and_split_shots_hold_exactly_their_frames(tmp_path):
+    # Moving pattern (every frame differs) on both sides of a dropped 1 s shot; both long shots
+    # are split in two, so clips start right after a dropped span and inside a shot.
+    shots = (("testsrc2", 3.0), ("smptebars", 1.0), ("testsrc2", 3.0))
+    media = make_shots_video(tmp_path / "s.mp4", shots, fps=FPS)
+    meta = run_segment(media, tmp_path / "out", min_clip_seconds=1.2, max_clip_seconds=2.4)
+    assert [(c["start_frame"], c["n_frames"]) for c in meta["clips"]] == [
+        (0, 38), (38, 37), (100, 38), (138, 37)]
+    assert [(d["start_frame"], d["n_frames"]) for d in meta["dropped"]] == [(75, 25)]
+    assert_clips_hold_their_frames(media, meta, tmp_path / "out")
+
+
+def test_clips_of_a_manifest_range_hold_exactly_their_frames(tmp_path):
+    media = make_video(tmp_path / "v.mp4", duration=6.0, size=(160, 90))
+    meta = run_segment(media, tmp_path / "out", start=0.52, end=5.0, min_clip_seconds=1.0,
+                       max_clip_seconds=2.0)
+    assert [c["n_frames"] for c in meta["clips"]] == [38, 37, 37]
+    assert_clips_hold_their_frames(media, meta, tmp_path / "out", "-ss", "0.520000", "-t",
+                                   "4.480000")
+
+
+def test_wrong_frame_count_in_a_written_clip_is_ffmpeg_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(segment, "_frame_count", lambda path: 7)
+    err = failure(make_video(tmp_path / "v.mp4", duration=3.0, size=(160, 90)), tmp_path / "out",
+                  source_id="odd")
+    assert err.reason == "ffmpeg_failed"
+    assert "odd_000" in err.message and "expected 75 frames" in err.message
+
+
+@pytest.mark.parametrize(("spans", "runs", "ends"), [
+    ([(0, 75)], [(0, 75)], [75]),
+    ([(0, 75), (75, 137), (150, 200)], [(0, 137), (150, 200)], [75, 137, 187]),
+    ([(10, 20), (30, 40)], [(10, 20), (30, 40)], [10, 20]),
+])
+def test_kept_spans_packed_for_one_encode(spans, runs, ends):
+    # Pure math of the single encode (responsenet.build.cuts): runs to select, file boundaries.
+    assert cuts.merge_adjacent(spans) == runs
+    assert cuts.packed_ends(spans) == ends
 
 
 def test_30_fps_source_becomes_25_fps(tmp_path):
