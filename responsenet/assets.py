@@ -46,7 +46,7 @@ class Carrier:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             return None
-        return Path(list(spec.submodule_search_locations)[0]) / self.subdir
+        return Path(next(iter(spec.submodule_search_locations))) / self.subdir
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -54,12 +54,12 @@ def build(
     out: Annotated[Path, typer.Option(help="Build folder; re-running into it resumes.")],
     stage: Annotated[str, typer.Option(help="'all' or a comma list, e.g. download,segment.")]
     = "all",
-    config: Annotated[Optional[Path], typer.Option(help="Pipeline config YAML.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option(
+    config: Annotated[Path | None, typer.Option(help="Pipeline config YAML.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a config key: stage.key=value (repeatable).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     executor: Annotated[str, typer.Option(help="Executor: local.")] = "local",
-    force: Annotated[Optional[list[str]], typer.Option(
+    force: Annotated[list[str] | None, typer.Option(
         help="Redo this stage and every stage after it that depends on it (repeatable).")] = None,
     retry_failed: Annotated[bool, typer.Option(
         help="Retry failures remembered from earlier runs.")] = False,
@@ -98,10 +98,41 @@ def validate(root: Annotated[Path, typer.Argument(help="A built corpus folder.")
     err.print(f"[green]valid[/green]: {root}", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def synth() -> None:
-    """Write synthetic dyadic conversations with exact ground truth."""
-    raise not_available("synth (synthetic conversations with ground truth)")
+def _parse_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise UsageError(f"--size expects WxH such as 640x360, got {text!r}")
+    return int(width), int(height)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder for the conversations and manifest.yaml.")],
+    n: Annotated[int, typer.Option("--n", help="Number of conversations.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same truth.")]
+    = 0,
+    layout: Annotated[str, typer.Option(help="lr, tb or pip.")] = "lr",
+    duration: Annotated[float, typer.Option(help="Seconds per conversation (>= 8).")] = 12.0,
+    size: Annotated[str, typer.Option(help="Canvas size WxH in pixels.")] = "640x360",
+    faces: Annotated[list[str] | None, typer.Option(
+        "--faces", help="Face photos (repeatable); 'astronaut' is built in.")] = None,
+    cut: Annotated[bool, typer.Option(help="Add one camera cut mid-way.")] = False,
+    snr: Annotated[float | None, typer.Option(
+        help="Add white noise at this SNR in dB.")] = None,
+    interruption: Annotated[bool, typer.Option(help="Include an interruption.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Write synthetic dyadic conversations with exact ground truth, and a manifest for build."""
+    from responsenet.synth.generate import SynthSpec, synthesize
+
+    try:
+        spec = SynthSpec(n=n, seed=seed, layout=layout, duration=duration,
+                         size=_parse_size(size), faces=tuple(faces or ("astronaut",)), cut=cut,
+                         snr_db=snr, interruption=interruption)
+        manifest = synthesize(out, spec, progress=not quiet)
+    except UsageError as e:
+        raise _usage_exit(e) from e
+    err.print(f"wrote {n} conversation(s); manifest: {manifest}", highlight=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -163,7 +194,7 @@ def models_list() -> None:
 
 
 @models_app.command("verify")
-def models_verify(names: Annotated[Optional[list[str]], typer.Argument(
+def models_verify(names: Annotated[list[str] | None, typer.Argument(
         help="Assets to check (default: every asset that is found).")] = None) -> None:
     """Check the sha256 of assets found on this machine; exit 1 on a mismatch or a missing one."""
     from responsenet.assets import resolve

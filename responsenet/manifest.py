@@ -130,10 +130,14 @@ def _read_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
         line = getattr(getattr(e, "problem_mark", None), "line", -1) + 1
         raise ManifestError([f"{path}:{line}: not valid YAML: {e}"]) from e
     if isinstance(data, dict):
-        unknown = set(data) - {"sources", "name", "description"}
-        if unknown or "sources" not in data:
+        unknown = set(data) - {"sources", "synth", "name", "description"}
+        if unknown or len({"sources", "synth"} & set(data)) != 1:
             raise ManifestError([f"{path}:1: expected a list of sources, or a mapping with a "
-                                 f"'sources' list; found keys {sorted(data)}"])
+                                 f"'sources' list or a 'synth' section; found keys "
+                                 f"{sorted(data)}"])
+        if "synth" in data:
+            line = next(k.start_mark.line for k, _ in node.value if k.value == "synth") + 1
+            return _synth_rows(path, line, data["synth"])
         node = next(v for k, v in node.value if k.value == "sources")
         data = data["sources"]
     if data is None:
@@ -141,6 +145,33 @@ def _read_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not isinstance(data, list):
         raise ManifestError([f"{path}:1: expected a list of sources, got {type(data).__name__}"])
     return [(item.start_mark.line + 1, row) for item, row in zip(node.value, data)]
+
+
+def _synth_rows(path: Path, line: int, section: Any) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of a synthetic corpus described by a ``synth:`` section, generated when missing.
+
+    The section takes ``folder`` (relative to the manifest) and the options of
+    ``responsenet synth`` (``n``, ``seed``, ``layout``, ``duration``, ``size`` as "WxH", ``faces``,
+    ``cut``, ``snr_db``, ``interruption``).
+    """
+    from responsenet.synth.generate import SynthSpec, synthesize
+
+    if not isinstance(section, dict) or "folder" not in section:
+        raise ManifestError([f"{path}:{line}: 'synth' needs a mapping with at least 'folder'"])
+    options = dict(section)
+    folder = (path.parent / str(options.pop("folder"))).resolve()
+    if isinstance(options.get("size"), str):
+        width, _, height = options["size"].lower().partition("x")
+        options["size"] = (int(width), int(height))
+    if "faces" in options:
+        options["faces"] = tuple(options["faces"])
+    try:
+        spec = SynthSpec(**options)
+    except TypeError as e:
+        raise ManifestError([f"{path}:{line}: bad 'synth' option: {e}"]) from e
+    generated = synthesize(folder, spec)
+    rows = yaml.safe_load(generated.read_text(encoding="utf-8"))["sources"]
+    return [(line, {**row, "path": str(folder / row["path"])}) for row in rows]
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:

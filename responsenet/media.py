@@ -64,7 +64,7 @@ def probe(path: str | Path) -> MediaInfo:
     """Probe ``path`` with ffprobe; raise ``StageFailure('corrupt_media')`` if it is unreadable."""
     cmd = [require_tool("ffprobe"), "-v", "error", "-print_format", "json",
            "-show_format", "-show_streams", str(path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         detail = proc.stderr.strip().splitlines()[-1:] or ["no detail"]
         raise StageFailure("corrupt_media", f"ffprobe cannot read {path}: {detail[0]}")
@@ -89,7 +89,7 @@ def probe(path: str | Path) -> MediaInfo:
 def run_ffmpeg(args: list[str], *, what: str, reason: str = "ffmpeg_failed") -> None:
     """Run ffmpeg with ``args`` (no shell); raise StageFailure(reason) with its last error lines."""
     cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
         raise StageFailure(reason, f"ffmpeg failed to {what}: {tail}")

@@ -140,7 +140,7 @@ def _dataset_json_problems(root: Path, hashes: _Hashes) -> list[str]:
         problems.append(f"dataset.json: format_version is {version!r}, expected {FORMAT_VERSION}")
     checksums = card.get("checksums", {})
     if not isinstance(checksums, dict):
-        return problems + ["dataset.json: checksums must map relative paths to sha256 hex"]
+        return [*problems, "dataset.json: checksums must map relative paths to sha256 hex"]
     for rel, recorded in sorted(checksums.items()):
         problem = _file_problem(rel, recorded, hashes)
         if problem:

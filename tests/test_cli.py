@@ -22,7 +22,6 @@ def test_version():
 
 
 @pytest.mark.parametrize("command, what", [
-    ("synth", "synth (synthetic conversations with ground truth)"),
     ("split", "split (participant-disjoint, topic-stratified splits)"),
     ("stats", "stats (data card and figures)"),
     ("export", "export (ResponseNet folder layout, Croissant metadata)"),

@@ -141,7 +141,7 @@ def test_read_checks_format_version(tmp_path, version, message):
 
 
 def test_io_names_importable_from_schema():
-    import responsenet.schema as schema
+    from responsenet import schema
 
     assert (schema.read_tracks, schema.write_tracks) == (read_tracks, write_tracks)
 

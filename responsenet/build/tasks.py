@@ -13,7 +13,7 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +80,7 @@ def execute_task(task: Task) -> TaskOutcome:
     start = time.perf_counter()
     try:
         meta = stage.run(ctx) or {}
-    except Exception as error:  # one item's failure must not stop the others
+    except Exception as error:  # noqa: BLE001 - one item's failure must not stop the others
         shutil.rmtree(tmp, ignore_errors=True)
         reason, message = _failure(task, error)
         seconds = time.perf_counter() - start
@@ -100,4 +100,4 @@ def execute_task(task: Task) -> TaskOutcome:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
