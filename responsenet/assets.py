@@ -138,12 +138,20 @@ def missing_message(asset: Asset, places: list[tuple[str, Path]]) -> str:
 def resolve(name: str, explicit: str | Path | None = None, *, allow_download: bool = False) -> Path:
     """Return the folder holding asset ``name``'s files, or raise AssetMissing saying how to fix.
 
+    An ``explicit`` path (a folder, or one of the asset's files) must hold the files: it is never
+    silently replaced by a copy found elsewhere.
+
     A folder found with a wrong checksum is an error too (reason ``weights_corrupt``).
     """
     from responsenet.assets_catalog import ASSETS
 
     asset = ASSETS.get(name)
     places = candidate_folders(asset, explicit)
+    if explicit is not None and not _has_files(places[0][1], asset):
+        # a path the user named is used or refused, never silently replaced by another copy
+        raise AssetMissing("weights_missing", f"{asset.name}: the path given, {explicit}, does "
+                           f"not hold {', '.join(asset.files)}; fix the path or unset it to use "
+                           "the usual places")
     for _label, folder in places:
         if _has_files(folder, asset):
             problems = verify(asset, folder)

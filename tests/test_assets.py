@@ -56,13 +56,21 @@ def test_resolution_order(toy):
 def test_missing_names_every_place_and_the_fix(toy):
     root, carried = toy
     with pytest.raises(AssetMissing) as info:
-        resolve("toy", root / "nope")
+        resolve("toy")
     message = info.value.message
     assert info.value.reason == "weights_missing"
-    for place in (root / "nope", root / "models" / "toy", root / "cache" / "responsenet" / "toy",
+    for place in (root / "models" / "toy", root / "cache" / "responsenet" / "toy",
                   carried):
         assert str(place) in message
     assert "pip install toycarrier" in message and "w.bin" in message
+
+
+def test_an_explicit_path_is_used_or_refused_never_replaced(toy):
+    root, _ = toy
+    put(root / "models" / "toy")  # a good copy elsewhere must not hide the user's bad path
+    with pytest.raises(AssetMissing) as info:
+        resolve("toy", root / "nope")
+    assert info.value.reason == "weights_missing" and str(root / "nope") in info.value.message
 
 
 def test_checksum_mismatch_is_an_error(toy):

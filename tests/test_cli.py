@@ -42,7 +42,7 @@ def manifest(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["--stage", "downlod"], "Unknown stage 'downlod'. Did you mean 'download'?"),
-    (["--stage", "crop"], "not available yet: stage 'crop'"),
+    (["--stage", "chrono"], "not available yet: stage 'chrono'"),
     (["--stage", ","], "--stage needs 'all' or a comma list"),
     (["--set", "download.nope=1"], "download.nope: Extra inputs are not permitted"),
     (["--workers", "0"], "--workers must be at least 1"),
@@ -62,7 +62,7 @@ def test_build_all_notes_the_stages_not_available_yet(tmp_path, manifest):
                           "--quiet")
     assert code == 1, output  # the only source does not exist
     flat = " ".join(output.split())
-    assert ("stages not available yet, left out of 'all': crop, separate, transcribe, face, "
+    assert ("stages not available yet, left out of 'all': separate, transcribe, "
             "chrono, refine, shard") in flat
     assert "failed a in download: not_found" in flat
 

@@ -44,7 +44,7 @@ def test_parse_override_reads_yaml_values(text, value):
 @pytest.mark.parametrize("overrides, fragment", [
     (["min_height=3"], "--set expects stage.key=value"),
     (["downlaod.min_height=3"], "Did you mean 'download'?"),
-    (["crop.size=512"], "not available yet"),
+    (["refine.size=512"], "not available yet"),
     (["download.min_hieght=3"], "download.min_hieght: Extra inputs are not permitted"),
     (["download.retries=many"], "download.retries"),
 ])

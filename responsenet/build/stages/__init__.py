@@ -11,6 +11,8 @@ STAGE_ORDER = ("download", "segment", "crop", "separate", "transcribe", "face", 
 stages: Registry = Registry("stage")
 stages.register("download", "responsenet.build.stages.download:DownloadStage")
 stages.register("segment", "responsenet.build.stages.segment:SegmentStage")
+stages.register("crop", "responsenet.build.stages.crop:CropStage")
+stages.register("face", "responsenet.build.stages.face:FaceStage")
 for _name in STAGE_ORDER:
     if _name not in stages:
         stages.plan(_name, "a later release of the pipeline")
