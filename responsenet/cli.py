@@ -135,22 +135,74 @@ def synth(
     err.print(f"wrote {n} conversation(s); manifest: {manifest}", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def split() -> None:
-    """Assign clips to participant-disjoint train/val/test splits."""
-    raise not_available("split (participant-disjoint, topic-stratified splits)")
+@app.command()
+def split(
+    root: Annotated[Path, typer.Argument(help="A built corpus folder; rewritten in place.")],
+    ratios: Annotated[str, typer.Option(help="train:val:test weights of hours.")] = "6:2:2",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same split.")]
+    = 0,
+) -> None:
+    """Assign clips to participant-disjoint, topic-stratified train/val/test splits.
+
+    Rewrites shards/{split}/, writes splits/{split}.txt and splits/spec.json and updates the
+    checksums in dataset.json. Exit 0 also when the ratios cannot be met (it says so).
+    """
+    from responsenet.schema import ShardFormatError
+    from responsenet.split import split_corpus
+
+    try:
+        result = split_corpus(root, ratios=ratios, seed=seed)
+    except (UsageError, ShardFormatError) as e:
+        raise _usage_exit(e) from e
+    for name, clip_ids in result.clips.items():
+        err.print(f"{name}: {len(clip_ids)} clips, {result.achieved_hours[name]:.2f} of hours "
+                  f"(asked {result.ratios[name]:.2f}), {result.achieved_clips[name]:.2f} of "
+                  "clips", highlight=False)
+    for note in result.notes:
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+    err.print(f"wrote shards/, splits/*.txt and splits/spec.json in {root} "
+              f"({len(result.units)} participant units, seed {seed})", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def stats() -> None:
-    """Write a data card with figures for a built corpus."""
-    raise not_available("stats (data card and figures)")
+@app.command()
+def stats(
+    root: Annotated[Path, typer.Argument(help="A built corpus folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for README.md, PNG figures, stats.json.")],
+) -> None:
+    """Write a data card (Markdown + PNG figures) for a built corpus."""
+    from responsenet.schema import ShardFormatError
+    from responsenet.stats import write_data_card
+
+    try:
+        card = write_data_card(root, out)
+    except (UsageError, ShardFormatError) as e:
+        raise _usage_exit(e) from e
+    err.print(f"wrote the data card {card}", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def export() -> None:
-    """Export a corpus in the public ResponseNet folder layout."""
-    raise not_available("export (ResponseNet folder layout, Croissant metadata)")
+@app.command()
+def export(
+    root: Annotated[Path, typer.Argument(help="A built corpus folder.")],
+    out: Annotated[Path, typer.Option(help="Destination folder (new or empty).")],
+    layout: Annotated[str, typer.Option(help="Folder layout: responsenet.")] = "responsenet",
+    media: Annotated[str, typer.Option(help="copy or hardlink the media files.")] = "copy",
+    name: Annotated[str | None, typer.Option(
+        help="Dataset name in croissant.json (default: the corpus folder name).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Export a corpus in the public ResponseNet folder layout, with Croissant metadata."""
+    from responsenet.export import export_corpus
+    from responsenet.schema import ShardFormatError
+
+    try:
+        report = export_corpus(root, out, layout=layout, media=media, name=name,
+                               overwrite=overwrite)
+    except (UsageError, ShardFormatError) as e:
+        raise _usage_exit(e) from e
+    for problem in report.missing_media:
+        err.print(f"[yellow]skipped[/yellow]: {problem}", highlight=False)
+    counts = ", ".join(f"{n} {kind}" for kind, n in report.files.items())
+    err.print(f"exported {report.tracks} tracks ({counts}) to {report.out}", highlight=False)
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True,

@@ -59,8 +59,28 @@ def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
         runner = Runner(ws, entries, names, config, runner_executor, force=forced,
                         retry_failed=retry_failed, console=console, progress=progress)
         runner.run(report)
+        if "shard" in names:
+            _assemble(ws, entries, config, report)
         report.write(ws.reports)
     finally:
         runner_executor.close()
         ws.unlock()
     return report
+
+
+def _assemble(ws: Workspace, entries, config, report: BuildReport) -> None:
+    """Put the corpus root together from the shard outputs (responsenet.corpus.assemble)."""
+    from responsenet.corpus import assemble
+
+    try:
+        result = assemble(ws.root, entries, config.model_dump(mode="json"), config.shard)
+    except OSError as e:
+        report.add_failure("corpus", "shard", "assembly_failed",
+                           f"could not write the corpus into {ws.root}: {e}")
+        return
+    state = "written" if result.changed else "unchanged"
+    report.notes.append(
+        f"corpus: {result.clips} clip(s), {result.rows} rows in {len(result.shards)} shard(s), "
+        f"{len(result.excluded)} left out (see dataset.json 'excluded'); dataset.json {state} "
+        f"({result.seconds:.1f} s)")
+    report.notes += result.notes
