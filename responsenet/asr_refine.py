@@ -30,10 +30,17 @@ lags (at least ``calibration_words`` words each, clipped to ``max_lag_s``), and 
 assigns again with them. The lags are model-specific, so they are measured, not built in.
 
 **Placement** (:func:`~responsenet.asr_align.place_words`): a snapped word starts at its run's
-onset, a shared word at Whisper's (lag-corrected) start clipped into the run, a kept word keeps
-its lag-corrected times; a word followed by a shared word ends where that word starts, otherwise
-where the sound it owns ends. Words come out ordered and never overlapping, each at least
-``min_word_s`` long. Everything here is pure: arrays and numbers in and out.
+onset (only runs at least ``min_onset_run_s`` long can start a word); inside a group of a
+snapped word and the words sharing its run, each boundary blends Whisper's (lag-corrected) time
+with the time given by splitting the group in proportion to letters (``share_char_weight``); a
+kept word keeps its lag-corrected times; a word not followed by a shared word ends where the
+sound it owns ends. Words come out ordered and never overlapping, each at least ``min_word_s``
+long.
+
+**Rescue** (:func:`refine_track`): words the ``silent_track`` rule removed only because
+Whisper put them in a pause are moved onto free sound between their neighbours and kept.
+
+Everything here is pure: arrays and numbers in and out.
 """
 
 from __future__ import annotations

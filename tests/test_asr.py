@@ -11,7 +11,14 @@ import itertools
 import numpy as np
 import pytest
 
-from responsenet.asr import AsrOptions, Word, clean_words, merge_fragments, weights_location
+from responsenet.asr import (
+    AsrOptions,
+    Word,
+    clean_words,
+    collect_segments,
+    merge_fragments,
+    weights_location,
+)
 from responsenet.asr_align import KEEP, SHARE, SNAP, assign_runs, whisper_windows
 from responsenet.asr_refine import (
     RefineParams,
@@ -296,6 +303,8 @@ def test_hyphen_fragments_join_the_word_before():
     assert merge_fragments(raw) == [Word(" Uh-huh.", 1.0, 1.6, 0.2), Word(" Yes", 2.0, 2.2, 0.9)]
     assert clean_words([*raw, Word("  ", 3.0, 3.1, 0.5), Word(" x", 4.0, 3.9, 0.5)]) == [
         Word("Uh-huh.", 1.0, 1.6, 0.2), Word("Yes", 2.0, 2.2, 0.9), Word("x", 4.0, 4.0, 0.5)]
+    words, starts = collect_segments([raw[:2], [Word(" ", 1.7, 1.8)], raw[2:]])
+    assert [w.text for w in words] == ["Uh-huh.", "Yes"] and starts == [0, 1]
 
 
 def test_word_dict_round_trip():
