@@ -62,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     _print_clips(console, args.out / "corpus", report.items)
     console.print(f"report: {args.out / 'corpus' / 'reports' / 'build-latest.json'}",
                   highlight=False)
+    if (args.out / "corpus" / "dataset.json").is_file():
+        from responsenet.validate import validate_root
+
+        problems = validate_root(args.out / "corpus")
+        for problem in problems:
+            console.print(f"invalid: {problem}", highlight=False)
+        if problems:
+            return 1
+        console.print(f"corpus valid (format v1): {args.out / 'corpus'}", highlight=False)
     return 0 if report.succeeded else 1
 
 
