@@ -38,13 +38,12 @@ from responsenet.build.stages.shard import (
     UNSPLIT,
     ShardConfig,
     link_or_copy,
-    string_columns,
 )
 from responsenet.build.workspace import Workspace, read_json, write_json_atomic
 from responsenet.hashing import checksum_tree, sha256_file
 from responsenet.manifest import SourceEntry
 from responsenet.schema import tracks_schema
-from responsenet.shards import read_tracks
+from responsenet.shards import read_tracks, string_columns
 
 _STALE = re.compile(r"^\.(shards|media)\.(tmp|trash)-[0-9a-f]{12}$")
 

@@ -34,6 +34,7 @@ from responsenet import __version__
 from responsenet.errors import UsageError
 from responsenet.hashing import checksum_tree
 from responsenet.schema import check_format_version, tracks_schema
+from responsenet.shards import string_columns
 
 #: Split names in the order of ``--ratios``.
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -403,27 +404,9 @@ def _write_shard(path: Path, tables: Iterable[pa.Table]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = tracks_schema()
     with pq.ParquetWriter(path, schema, compression="zstd",
-                          use_dictionary=_string_leaves(schema)) as writer:
+                          use_dictionary=string_columns(schema)) as writer:
         for table in tables:
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
-
-
-def _string_leaves(schema: pa.Schema) -> list[str]:
-    """Parquet paths of the string leaf columns (``clip_id``, ``chrono.list.element``, ...).
-
-    Only these are dictionary-encoded (repeated tokens and ids shrink); the float arrays, which
-    hardly repeat, are written plainly, as the shard stage writes them.
-    """
-    def leaves(path: str, type_: pa.DataType) -> list[str]:
-        if pa.types.is_string(type_):
-            return [path]
-        if pa.types.is_list(type_) or pa.types.is_fixed_size_list(type_):
-            return leaves(f"{path}.list.element", type_.value_type)
-        if pa.types.is_struct(type_):
-            return [p for f in type_ for p in leaves(f"{path}.{f.name}", f.type)]
-        return []
-
-    return [p for f in schema for p in leaves(f.name, f.type)]
 
 
 def _swap(root: Path, tmp: Path, names: Sequence[str]) -> None:

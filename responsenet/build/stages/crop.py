@@ -17,6 +17,7 @@ from pydantic import Field
 
 from responsenet import facetrack as ft
 from responsenet.build.stages.base import Stage, StageConfig, StageContext
+from responsenet.build.stages.face import model_file
 from responsenet.errors import StageFailure
 from responsenet.media import decode_frames, probe, require_tool
 
@@ -64,13 +65,6 @@ class CropStage(Stage):
                          clip_id=ctx.item_id)
 
 
-def _task_file(cfg: CropConfig) -> Path:
-    """The FaceLandmarker bundle (its face detector is used here); AssetMissing when absent."""
-    from responsenet.assets import resolve
-
-    return resolve("mediapipe_face_landmarker", cfg.model_path) / "face_landmarker.task"
-
-
 def crop_clip(video: Path, out_dir: Path, cfg: CropConfig, *, fps: float, n_frames: int,
               layout: str = "auto", clip_id: str = "clip") -> dict[str, Any]:
     """Crop the two faces of ``video`` into ``out_dir``; return the stage metadata.
@@ -79,7 +73,7 @@ def crop_clip(video: Path, out_dir: Path, cfg: CropConfig, *, fps: float, n_fram
         StageFailure: ``no_face``, ``one_face``, ``too_many_faces``, ``face_too_small``,
             ``layout_unstable``, ``black_frames``, ``weights_missing`` or ``ffmpeg_failed``.
     """
-    task_file = _task_file(cfg)
+    task_file = model_file(cfg.model_path)  # the FaceLandmarker bundle; its detector is used
     info = probe(video)
     width, height = info.width, info.height
     small = _detect_size(width, height, cfg.detect_width)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
@@ -28,7 +27,7 @@ from responsenet.build.stages.base import Stage, StageConfig, StageContext, Stag
 from responsenet.errors import StageFailure
 from responsenet.hashing import sha256_file
 from responsenet.schema import BLENDSHAPE_NAMES, ROLES, ShardFormatError, TrackRecord
-from responsenet.shards import tracks_table
+from responsenet.shards import string_columns, tracks_table
 from responsenet.wavio import read_wav, resample, write_wav
 
 #: Split name of rows before ``responsenet split`` has assigned them (``shards/unsplit/``).
@@ -82,26 +81,6 @@ class ShardStage(Stage):
             "inputs": {name: result.fingerprint for name, result in ctx.inputs.items()},
             "n_words": {role: len(r.words) for role, r in zip(ROLES, records, strict=True)},
         }
-
-
-def string_columns(schema: pa.Schema) -> list[str]:
-    """Parquet paths of the string leaf columns (``chrono.list.element``, ``clip_id``, ...).
-
-    Only these are dictionary-encoded: the repeated Chrono-Text tokens and ids shrink, while
-    the float arrays (blendshapes, pose), which hardly repeat, are written plainly (about 3x
-    faster and a third smaller than dictionary-encoding every column).
-    """
-    def leaves(path: str, type_: pa.DataType) -> list[str]:
-        if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-            return [path]
-        if pa.types.is_list(type_) or pa.types.is_fixed_size_list(type_):
-            return leaves(f"{path}.list.element", type_.value_type)
-        if pa.types.is_struct(type_):
-            return [p for i in range(type_.num_fields)
-                    for p in leaves(f"{path}.{type_.field(i).name}", type_.field(i).type)]
-        return []
-
-    return [p for f in schema for p in leaves(f.name, f.type)]
 
 
 def _clip_entry(ctx: StageContext) -> dict[str, Any]:

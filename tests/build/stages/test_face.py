@@ -27,24 +27,14 @@ from responsenet.errors import AssetMissing, StageFailure
 from responsenet.facefeatures import fill_gaps, gap_runs, interior_gaps
 from responsenet.manifest import SourceEntry
 from responsenet.media import decode_frames
+from responsenet.schema import BLENDSHAPE_NAMES
 
 FPS, SIZE, N_FRAMES = 25.0, 256, 80
 NEUTRAL_FRAMES = 5  # the head is still and the jaw closed before this frame
 SHORT_GAP, LONG_GAP = range(30, 33), range(50, 62)  # black frames in the "right" track
 SOURCE = SourceEntry(id="src", path="/dev/null")
 #: MediaPipe FaceLandmarker's blendshape order (its model card): _neutral, then 51 ARKit names.
-MEDIAPIPE_NAMES = [
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
-    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft",
-    "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
-    "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft",
-    "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen",
-    "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
-    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower",
-    "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight",
-    "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "noseSneerLeft", "noseSneerRight"]
+MEDIAPIPE_NAMES = list(BLENDSHAPE_NAMES)
 
 
 # --- gap filling (pure functions, no MediaPipe) ---------------------------------------------
