@@ -83,10 +83,9 @@ def require_realmedia() -> Path:
 
 def panel_rects(layout: str, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """``[x, y, w, h]`` in canvas pixels of panel 0 (left/top) and panel 1 (right/bottom)."""
-    width, height = size
-    if layout == "lr":
-        return [(0, 0, width // 2, height), (width // 2, 0, width // 2, height)]
-    return [(0, 0, width, height // 2), (0, height // 2, width, height // 2)]
+    from responsenet.facetrack import split_rects
+
+    return list(split_rects(layout, *size).values())
 
 
 def known_text(speech: Path) -> str | None:
