@@ -27,12 +27,6 @@ def _usage_exit(error: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-def not_available(what: str) -> typer.Exit:
-    """Say that a capability belongs to a later release, and exit 2 without doing anything."""
-    err.print(f"not available yet: {what}", highlight=False)
-    return typer.Exit(2)
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"responsenet {__version__}")
@@ -205,19 +199,6 @@ def export(
     err.print(f"exported {report.tracks} tracks ({counts}) to {report.out}", highlight=False)
 
 
-@app.command(name="eval", context_settings={"allow_extra_args": True,
-                                            "ignore_unknown_options": True})
-def eval_() -> None:
-    """Stream clips into a model plugin and score it with the paper's metrics."""
-    raise not_available("eval (model plugins, streaming harness, metrics)")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def score() -> None:
-    """Recompute metrics for an evaluation run without regenerating."""
-    raise not_available("score (metrics over a generation run)")
-
-
 models_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                          help="List, verify and fetch model weights (see MODELS.md).")
 app.add_typer(models_app, name="models")
@@ -283,3 +264,7 @@ def models_fetch(name: Annotated[str, typer.Argument(help="Asset name.")]) -> No
 
 def main() -> None:
     app()
+
+
+# the benchmark's commands live in their own module and register themselves on ``app``
+from responsenet import cli_eval  # noqa: E402, F401

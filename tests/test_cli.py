@@ -21,15 +21,6 @@ def test_version():
     assert invoke("--version") == (0, f"responsenet {__version__}\n")
 
 
-@pytest.mark.parametrize("command, what", [
-    ("eval", "eval (model plugins, streaming harness, metrics)"),
-    ("score", "score (metrics over a generation run)"),
-])
-def test_later_commands_say_not_available_and_exit_2(command, what):
-    code, output = invoke(command, "--whatever", "x")
-    assert (code, output) == (2, f"not available yet: {what}\n"), output
-
-
 @pytest.fixture
 def manifest(tmp_path):
     path = tmp_path / "m.yaml"

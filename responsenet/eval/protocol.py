@@ -10,6 +10,7 @@ shorter), and expects a :class:`ListenerChunk` of exactly as many frames back. D
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,7 +45,9 @@ class SpeakerChunk:
 
     Attributes:
         audio: float32 [n * sr / fps]; face: float32 [n, 64]; face_mask: bool [n];
-        chrono: n Chrono-Text tokens; video: uint8 [n, H, W, 3] when the model asks for it.
+        chrono: n Chrono-Text tokens; video: uint8 [n, H, W, 3] when the model asks for it
+        (``"video" in model.inputs``); clip_id: the clip the chunk belongs to (``step_batch``
+        gets chunks of several clips, in the order of the batch, finished clips left out).
     """
 
     start_frame: int
@@ -54,6 +57,7 @@ class SpeakerChunk:
     face_mask: np.ndarray
     chrono: list[str]
     video: np.ndarray | None = None
+    clip_id: str = ""
 
 
 @dataclass
@@ -158,12 +162,37 @@ def _value(text: str) -> Any:
     return text
 
 
-def load_model(spec: str, args: dict[str, Any] | None = None) -> Any:
-    """Import ``pkg.module:Attr`` and build the model with ``from_args(**args)`` when it has one,
-    else ``Attr(**args)``; raise UsageError naming what went wrong."""
+def load_model(spec: str, args: dict[str, Any] | None = None,
+               defaults: dict[str, Any] | None = None) -> Any:
+    """Build the model ``spec`` names and check it is a ResponseModel.
+
+    ``spec`` is a registered baseline name (``responsenet eval --list-models``) or
+    ``pkg.module:Attr``; the model is built with ``Attr.from_args(**args)`` when it has one, else
+    ``Attr(**args)``. ``defaults`` (the harness's ``corpus``, ``seed``, ``device``) are added for
+    the names that signature accepts and ``args`` does not set. Raises UsageError naming what went
+    wrong.
+    """
+    target = _target(spec)
+    factory = getattr(target, "from_args", None)
+    factory = factory if callable(factory) else target
+    args = {**_accepted(factory, defaults or {}), **(args or {})}
+    try:
+        model = factory(**args)
+    except TypeError as e:
+        raise UsageError(f"cannot build {spec} with --model-args {args}: {e}") from e
+    check_model(model, spec)
+    return model
+
+
+def _target(spec: str) -> Any:
+    from responsenet.eval.baselines import BASELINES
+
+    if ":" not in spec and spec in BASELINES:
+        return BASELINES.get(spec)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise UsageError(f"--model expects pkg.module:Class, got {spec!r}")
+        raise UsageError(f"--model expects pkg.module:Class or a baseline name "
+                         f"({', '.join(BASELINES.names())}), got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
@@ -172,11 +201,14 @@ def load_model(spec: str, args: dict[str, Any] | None = None) -> Any:
     target = getattr(module, attr, None)
     if target is None:
         raise UsageError(f"module {module_name!r} has no attribute {attr!r} (--model {spec})")
-    args = args or {}
-    factory = getattr(target, "from_args", None)
+    return target
+
+
+def _accepted(factory: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``defaults`` that ``factory``'s signature names explicitly (a bare
+    ``**kwargs`` does not count: a user model is never handed arguments it did not ask for)."""
     try:
-        model = factory(**args) if callable(factory) else target(**args)
-    except TypeError as e:
-        raise UsageError(f"cannot build {spec} with --model-args {args}: {e}") from e
-    check_model(model, spec)
-    return model
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in defaults.items() if k in params}

@@ -1,0 +1,137 @@
+"""``responsenet eval``: load a model, stream a split through it into a run folder, score it.
+
+Runs are cached: the run key hashes (model spec, model args, data fingerprint, split, seed, mode,
+chunking). Clips already generated under the same key are not generated again (resume); another
+key in the same folder is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from responsenet.errors import UsageError
+from responsenet.eval.clips import EvalClipReader, eval_refs
+from responsenet.eval.harness import generate
+from responsenet.eval.metrics import metric_names
+from responsenet.eval.protocol import load_model
+from responsenet.eval.rundir import read_status, write_clip, write_json
+from responsenet.eval.scoring import score_run
+from responsenet.hashing import sha256_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalOptions:
+    """Everything ``responsenet eval`` takes (CLI flags map one to one)."""
+
+    model: str
+    data: Path
+    out: Path
+    split: str = "test"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    metrics: list[str] | None = None
+    suite: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    offline: bool = False
+    batch_clips: int = 1
+    device: str = "cpu"
+    strict: bool = False
+    compare: str | None = None
+    asset_paths: dict[str, Path] = field(default_factory=dict)
+    force: bool = False
+    progress: bool = True
+
+
+def data_fingerprint(root: Path) -> str:
+    """sha256 of dataset.json (it lists the checksum of every shard and media file)."""
+    card = root / "dataset.json"
+    if not card.is_file():
+        raise UsageError(f"{root}: no dataset.json; expected a corpus built by "
+                         "`responsenet build`")
+    return sha256_file(card)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
+
+
+def evaluate(opts: EvalOptions) -> dict[str, Any]:
+    """Generate (or resume) the run in ``opts.out`` and score it; return results.json's dict."""
+    if opts.device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {opts.device!r}")
+    if opts.batch_clips < 1:
+        raise UsageError(f"--batch-clips must be at least 1, got {opts.batch_clips}")
+    names = metric_names(opts.metrics, opts.suite)
+    root = opts.data.resolve()
+    refs = eval_refs(root, opts.split, opts.limit)
+    seed_everything(opts.seed)
+    model = load_model(opts.model, opts.model_args,
+                       defaults={"corpus": root, "seed": opts.seed, "device": opts.device})
+    chunk = int(model.chunk_frames)
+    meta = {
+        "model": {"spec": opts.model, "args": opts.model_args,
+                  "outputs": sorted(model.outputs), "class": type(model).__qualname__},
+        "data": {"root": str(root), "fingerprint": data_fingerprint(root), "split": opts.split},
+        "seed": opts.seed, "mode": "offline" if opts.offline else "online",
+        "chunk_frames": chunk, "batch_clips": opts.batch_clips, "device": opts.device,
+        "limit": opts.limit,
+    }
+    keyed = {k: meta[k] for k in ("model", "data", "seed", "mode", "chunk_frames")}
+    meta["key"] = sha256_bytes(json.dumps(keyed, sort_keys=True, default=str).encode())[:16]
+    _prepare(opts.out, meta, opts.force)
+    todo = [r for r in refs if read_status(opts.out, r.clip_id) is None]
+    if todo:
+        _generate(model, todo, root, opts, chunk)
+    else:
+        log.info("all %d clips already generated in %s (run %s)", len(refs), opts.out,
+                 meta["key"])
+    return score_run(opts.out, names, strict=opts.strict, asset_paths=opts.asset_paths,
+                     compare=opts.compare, device=opts.device)
+
+
+def _prepare(out: Path, meta: dict[str, Any], force: bool) -> None:
+    """Create the run folder, or check that the one there holds the same run."""
+    path = out / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("key") != meta["key"] and not force:
+            raise UsageError(f"{out} holds run {old.get('key')} ({old['model']['spec']}, "
+                             f"{old['data']['split']}, seed {old['seed']}, {old['mode']}); this "
+                             f"run is {meta['key']}: choose another --out or pass --force to "
+                             "replace it")
+    if force and (out / "clips").exists():
+        shutil.rmtree(out / "clips")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, meta)
+
+
+def _generate(model: Any, refs: list, root: Path, opts: EvalOptions, chunk: int) -> None:
+    reader = EvalClipReader(root)
+    clips = (reader.load(ref) for ref in refs)
+    mode = "offline" if opts.offline else f"online, {chunk} frame(s)/step"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), disable=not opts.progress) as bar:
+        task = bar.add_task(f"generate ({mode})", total=len(refs))
+        for result in generate(model, clips, offline=opts.offline, batch_clips=opts.batch_clips):
+            write_clip(opts.out, result, int(model.sample_rate))
+            if not result.ok:
+                log.warning("clip %s failed (%s): %s", result.clip_id, result.reason,
+                            result.error)
+            bar.advance(task)
