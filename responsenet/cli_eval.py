@@ -127,3 +127,40 @@ def score(
     except (UsageError, ShardFormatError) as e:
         raise _usage_exit(e) from e
     _print_table(run)
+
+
+@app.command(name="train-baseline")
+def train_baseline(
+    name: Annotated[str, typer.Argument(help="A trainable baseline: lstm.")],
+    data: Annotated[Path, typer.Option(help="A built, split corpus (trains on its train split).")],
+    out: Annotated[Path | None, typer.Option(
+        help="Checkpoint path (default {data}/baselines/{name}.pt, where eval looks).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the train windows (30).")]
+    = None,
+    hidden: Annotated[int | None, typer.Option(help="LSTM hidden size (128).")] = None,
+    layers: Annotated[int | None, typer.Option(help="LSTM layers (1).")] = None,
+    window_frames: Annotated[int | None, typer.Option(help="Training window frames (250).")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per batch (16).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (3e-3).")] = None,
+    audio_bands: Annotated[int | None, typer.Option(
+        help="Log band energies of the speaker audio per frame (16; 0 turns audio off).")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Seed (same seed, same checkpoint on CPU).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Train a baseline listener (the paper's LSTM) on a corpus's train split."""
+    from responsenet.eval.baselines import train_baseline as train
+    from responsenet.schema import ShardFormatError
+
+    opts = {"epochs": epochs, "hidden": hidden, "layers": layers, "window_frames": window_frames,
+            "batch_size": batch_size, "lr": lr, "audio_bands": audio_bands}
+    try:
+        result = train(name, data, out, seed=seed, device=device, progress=not quiet,
+                       **{k: v for k, v in opts.items() if v is not None})
+    except (UsageError, ShardFormatError) as e:
+        raise _usage_exit(e) from e
+    err.print(f"trained {name} on {result.n_clips} clips ({result.n_windows} windows) in "
+              f"{result.seconds:.1f} s: loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}; "
+              f"wrote {result.path}", highlight=False)

@@ -41,7 +41,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return "skipped"
+        return "skipped" if "skipped" in value else "failed"
     if isinstance(value, float) and not math.isfinite(value):
         return "nan"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -72,13 +72,15 @@ def render_results_md(results: dict[str, Any], compare: str | None = None) -> st
         lines += ["Offline companions and extras (not the paper's metrics):", "",
                   *_table(present, [(label, metrics)]), ""]
     others = {k: v for k, v in metrics.items()
-              if k not in {c[0] for c in (*TABLE2, *COMPANIONS)}}
+              if k not in {c[0] for c in (*TABLE2, *COMPANIONS)} and not isinstance(v, dict)}
     if others:
         lines += ["| metric | value |", "|---|---|",
                   *[f"| {k} | {_cell(v)} |" for k, v in sorted(others.items())], ""]
     skipped = {k: v for k, v in metrics.items() if isinstance(v, dict)}
     if skipped:
-        lines += ["Skipped:", ""] + [f"- `{k}`: {v['skipped']}" for k, v in sorted(skipped.items())]
+        lines += ["Not computed:", ""] + [
+            f"- `{k}`: " + (f"skipped, {v['skipped']}" if "skipped" in v else
+                            f"failed, {v.get('failed')}") for k, v in sorted(skipped.items())]
         lines.append("")
     t = results["timing"]
     lines += ["Timing: " + ", ".join(f"{k} {_cell(t.get(k))}" for k in (

@@ -91,6 +91,8 @@ class MetricContext:
         train_faces: float32 [N, 64] real listener frames of the train split, for metrics that
             compare against the training distribution (None when not loaded).
         used_assets: filled by :meth:`asset`: asset name -> folder actually used.
+        notes: what a metric wants recorded beside its value in results.json
+            (``notes[metric][key]``, e.g. BERTScore's hash string).
     """
 
     seed: int = 0
@@ -99,6 +101,7 @@ class MetricContext:
     asset_paths: dict[str, Path] = field(default_factory=dict)
     train_faces: np.ndarray | None = None
     used_assets: dict[str, Path] = field(default_factory=dict)
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def param(self, metric: str, key: str, default: Any) -> Any:
         return self.params.get(metric, {}).get(key, default)
@@ -112,8 +115,7 @@ class MetricContext:
             folder = resolve(name, self.asset_paths.get(name))
         except AssetMissing as e:
             files = ASSETS.get(name).files
-            raise MetricSkipped(f"model asset {name!r} missing: {e}",
-                                wanted=f"{name}/{files[0]}") from e
+            raise MetricSkipped(str(e), wanted=f"{name}/{files[0]}") from e
         self.used_assets[name] = folder
         return folder
 
@@ -130,7 +132,9 @@ class MetricInfo:
         name: the results.json key (a suite's keys are ``{name}_{sub}``).
         fn: ``"module:function"`` computing it.
         needs: generated modalities it reads (subset of face, text, audio, video).
-        direction: which way is better.
+        direction: which way is better (for every key, unless ``directions`` names the key).
+        directions: ``(key, direction)`` pairs for the keys of a dict-valued metric whose
+            direction differs from ``direction`` (e.g. LSE-C is higher-better beside LSE-D).
         version: implementation version, bumped when the computation changes.
         assets: model assets it loads (names in ``responsenet models list``).
         paper: True for the paper's metric, False for an offline variant under its own name.
@@ -145,6 +149,12 @@ class MetricInfo:
     assets: tuple[str, ...] = ()
     paper: bool = True
     description: str = ""
+    directions: tuple[tuple[str, str], ...] = ()
+
+    def direction_of(self, key: str) -> str:
+        """Direction of result key ``key`` (``name`` or ``{name}_{sub}``)."""
+        sub = key[len(self.name) + 1:] if key.startswith(self.name + "_") else key
+        return dict(self.directions).get(sub, self.direction)
 
 
 def require(clips: Sequence[ScoredClip], *attrs: str) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from responsenet.errors import UsageError
+from responsenet.errors import ResponseNetError, UsageError
 from responsenet.eval.metrics.base import MetricContext, MetricInfo, MetricSkipped, ScoredClip
 from responsenet.registry import import_target
 
@@ -40,14 +41,18 @@ _DECLARED = (
     _info("dnsmos", "audio:dnsmos", "audio", "higher", assets=("dnsmos",), paper=False,
           description="DNSMOS P.835 SIG/BAK/OVRL of generated speech (offline companion)"),
     _info("lse", "sync:lse", "audio video", "lower", assets=("syncnet",),
+          directions=(("c", "higher"), ("c_listener_speaking", "higher")),
           description="LSE-D (lower is better) and LSE-C (higher) with SyncNet, vshift 15"),
     _info("fd", "face:fd", "face", "lower",
           description="Frechet distance of generated vs real listener face features"),
     _info("fvd", "video:fvd", "video", "lower", assets=("i3d_fvd",),
           description="Frechet video distance with the I3D torchscript"),
     _info("l2l", "face:l2l_suite", "face", "lower",
+          directions=tuple((k, "closer_to_real") for k in (
+              "variance", "variance_pose", "sid", "sid_pose")),
           description="Learning2Listen suite: FD, P-FD, Variance, SID, rPCC, L2"),
     _info("react", "face:react_suite", "face", "lower",
+          directions=tuple((k, "higher") for k in ("frcorr", "frdiv", "frvar", "frdvs")),
           description="REACT suite: FRCorr, FRDist, FRDiv, FRVar, FRDvs, FRSyn"),
 )
 METRICS: dict[str, MetricInfo] = {m.name: m for m in _DECLARED}
@@ -82,11 +87,20 @@ def metric_names(metrics: Sequence[str] | None = None, suite: str | None = None)
     return names
 
 
+def _entry(value: Any) -> Any:
+    """A float, None for NaN/inf (JSON has neither), or a skip/failure dict as it is."""
+    if isinstance(value, dict):
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def result_keys(name: str, value: float | dict[str, Any]) -> dict[str, Any]:
-    """results.json entries for one metric's value (dicts fan out to ``{name}_{key}``)."""
-    if isinstance(value, dict) and "skipped" not in value:
-        return {f"{name}_{key}": float(v) for key, v in value.items()}
-    return {name: value if isinstance(value, dict) else float(value)}
+    """results.json entries for one metric's value (dicts fan out to ``{name}_{key}``; a key
+    may itself hold ``{"skipped": reason}``)."""
+    if isinstance(value, dict) and not ({"skipped", "failed"} & set(value)):
+        return {f"{name}_{key}": _entry(v) for key, v in value.items()}
+    return {name: _entry(value)}
 
 
 def compute(names: Sequence[str], clips: Sequence[ScoredClip], ctx: MetricContext,
@@ -118,7 +132,15 @@ def compute(names: Sequence[str], clips: Sequence[ScoredClip], ctx: MetricContex
                 raise UsageError(f"metric {name} skipped (--strict): {e.reason}") from e
             log.warning("metric %s skipped: %s", name, e.reason)
             value = e.as_dict()
-        values.update(result_keys(name, value))
+        except ResponseNetError as e:  # e.g. a generated video that does not decode
+            if strict:
+                raise UsageError(f"metric {name} failed (--strict): {e}") from e
+            log.warning("metric %s failed: %s", name, e)
+            value = {"failed": str(e)}
+        entries = result_keys(name, value)
+        values.update(entries)
         details[name] = {"version": info.version, "paper": info.paper,
-                         "seconds": round(time.perf_counter() - started, 3)}
+                         "seconds": round(time.perf_counter() - started, 3),
+                         "directions": {k: info.direction_of(k) for k in entries},
+                         **({"notes": ctx.notes[name]} if name in ctx.notes else {})}
     return values, details
