@@ -194,7 +194,21 @@ def test_fd_is_translation_and_order_invariant():
     assert fd(clips[::-1], CTX) == pytest.approx(base, rel=1e-12)
 
 
-def test_fd_drops_frames_without_a_real_face_from_both_sets():
+def test_fd_counts_every_frame_by_default_as_the_released_script():
+    """Default: all frames, masked or not, as OmniResponse's FD script (np.cov, ddof=1)."""
+    clips = random_clips(seed=6)
+    mask = np.ones(60, bool)
+    mask[::7] = False
+    masked = [make_clip(i, c.gen_face, c.ref_face, mask=mask) for i, c in enumerate(clips)]
+    gen = np.concatenate([c.gen_face for c in clips]).astype(np.float64)
+    real = np.concatenate([c.ref_face for c in clips]).astype(np.float64)
+    expected = frechet_distance(gen.mean(0), np.cov(gen, rowvar=False), real.mean(0),
+                                np.cov(real, rowvar=False))
+    assert fd(masked, CTX) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fd_face_present_drops_frames_without_a_real_face_from_both_sets():
+    ctx = MetricContext(params={"fd": {"frames": "face_present"}})
     clips = random_clips(seed=6)
     mask = np.ones(60, bool)
     mask[::7] = False
@@ -204,7 +218,8 @@ def test_fd_drops_frames_without_a_real_face_from_both_sets():
         gen[~mask] = 100.0  # garbage where the real face is missing must not count
         spoiled.append(make_clip(i, gen, c.ref_face, mask=mask))
     trimmed = [make_clip(i, c.gen_face[mask], c.ref_face[mask]) for i, c in enumerate(clips)]
-    assert fd(spoiled, CTX) == pytest.approx(fd(trimmed, CTX), rel=1e-9)
+    assert fd(spoiled, ctx) == pytest.approx(fd(trimmed, ctx), rel=1e-9)
+    assert fd(spoiled, CTX) > 10 * fd(trimmed, CTX)
 
 
 def test_fd_features_param_selects_columns():
@@ -226,8 +241,9 @@ def test_fd_skips_without_real_faces_and_names_a_bad_clip():
         fd([make_clip(7, gen, np.zeros((9, 64)))], CTX)
     with pytest.raises(UsageError, match="clip_001.*gen_face.*NaN"):
         fd([make_clip(1, np.full((10, 64), np.nan), gen)], CTX)
-    with pytest.raises(MetricSkipped, match="at least 2 frames"):
-        fd([make_clip(2, gen, gen, mask=np.zeros(10, bool))], CTX)
+    with pytest.raises(MetricSkipped, match="at least 2 real listener frames"):
+        fd([make_clip(2, gen, gen, mask=np.zeros(10, bool))],
+           MetricContext(params={"fd": {"frames": "face_present"}}))
 
 
 # ------------------------------------------------------------------------------------ L2L math

@@ -266,21 +266,29 @@ def _mask(clip: ScoredClip, metric: str, name: str, value: np.ndarray | None,
 
 def fd(clips: Sequence[ScoredClip], ctx: MetricContext) -> float:
     """Frechet distance between the Gaussian of all generated listener frames of the split and
-    that of all real listener frames (unbiased covariances, ddof=1). Frames without a real face
-    are left out of both sets, so both sets hold the same frames. Lower is better.
+    that of all real listener frames (unbiased covariances, ddof=1, as ``np.cov``). Lower is
+    better.
+
+    As OmniResponse's released FD script, every frame of every clip counts by default
+    (param ``frames="all"``), frames where the real listener's face was not found included
+    (they hold the corpus's filled-in values). ``frames="face_present"`` leaves those frames
+    out of both sets instead. Param ``features``: ``all`` (64 columns), ``expression`` (52
+    blendshapes) or ``pose`` (12).
     """
     require(clips, "gen_face", "ref_face")
     features = ctx.param("fd", "features", "all")
-    if features not in _FEATURES:
-        raise UsageError(f"metric fd: param features={features!r}; expected one of "
-                         f"{', '.join(_FEATURES)}")
+    frames = ctx.param("fd", "frames", "all")
+    if features not in _FEATURES or frames not in ("all", "face_present"):
+        raise UsageError(f"metric fd: params features={features!r}, frames={frames!r}; "
+                         f"expected features in {', '.join(_FEATURES)} and frames in all, "
+                         "face_present")
     cols = _FEATURES[features]
     tracks = [t for t in face_tracks(clips, "fd") if t.ref is not None]
-    gen = _stack([t.gen[t.ref_mask, cols] for t in tracks])
-    real = _stack([t.ref[t.ref_mask, cols] for t in tracks])  # type: ignore[index]
+    keep = [t.ref_mask if frames == "face_present" else slice(None) for t in tracks]
+    gen = _stack([t.gen[k, cols] for t, k in zip(tracks, keep)])
+    real = _stack([t.ref[k, cols] for t, k in zip(tracks, keep)])  # type: ignore[index]
     if len(real) < 2:
-        raise MetricSkipped(f"fd needs at least 2 frames with a real listener face, found "
-                            f"{len(real)}")
+        raise MetricSkipped(f"fd needs at least 2 real listener frames, found {len(real)}")
     return frechet_distance(*gaussian_stats(gen), *gaussian_stats(real),
                             eps=float(ctx.param("fd", "eps", 1e-6)))
 
