@@ -52,8 +52,14 @@ _CATALOG = (
     Asset("wordnet", ("data.noun",), "metric meteor", "WordNet 3.0 license", "Princeton WordNet",
           carrier=Carrier(None, "/usr/share/wordnet", "apt-get install wordnet-base")),
     Asset("utmosv2", tuple(f"fold{i}_s42_best_model.pth" for i in range(5)), "metric utmosv2",
-          "MIT", "sarulab-speech/UTMOSv2 (plus facebook/wav2vec2-base and timm "
-          "tf_efficientnetv2_s.in21k_ft_in1k)"),
+          "MIT", "sarulab-speech/UTMOSv2 fusion_stage3 fold checkpoints (each holds the "
+          "wav2vec2-base and EfficientNetV2-S weights it was fine-tuned from)",
+          sha256={f"fold{i}_s42_best_model.pth": h for i, h in enumerate((
+              "c8149d988e4bbf3f347e6966b5d769de347a5f8c59ffca1dc4bd4bf5b8585e57",
+              "b25a27b8ce23d722395f76a2fff7c259421950458ffb240066edd01d3f28cd1f",
+              "c0beedbbed7ceef760adc556b925bf760639f281b20f75103b23fcdbdc5568f2",
+              "ec4b56921617c762428195daef9449855798bfdd651c95933afa9a29212b8567",
+              "f5176ac65f92653a14b3aea1878575a44ebe94ff7eaac4e9057029c19f52c720"))}),
     Asset("syncnet", ("syncnet_v2.model",), "metrics lse_d and lse_c", "research use (VGG)",
           "joonson/syncnet_python download script",
           urls={"syncnet_v2.model": f"{_LIPSYNC}/syncnet_v2.model"}),
