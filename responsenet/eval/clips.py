@@ -7,6 +7,7 @@ Dimension legend: ``T`` = frames, ``S`` = audio samples at 16 kHz (``T * 640`` a
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ import pyarrow.parquet as pq
 from responsenet.chrono import plain_text
 from responsenet.data.clips import FACE_DIM, ClipStore
 from responsenet.data.index import ClipRef, scan_clips
-from responsenet.errors import UsageError
+from responsenet.errors import StageFailure, UsageError
 from responsenet.eval.protocol import ClipContext, samples_for
+from responsenet.media import decode_frames
 from responsenet.wavio import read_wav, resample
 
 _MODALITIES = frozenset({"face", "words"})
@@ -79,6 +81,24 @@ class EvalClip:
             audio = resample(audio, rate, sample_rate)
         out[:min(n, len(audio))] = audio[:n]
         return out
+
+
+    def speaker_video(self, size: tuple[int, int]) -> np.ndarray:
+        """uint8 [T, H, W, 3] speaker frames scaled to ``size`` = (width, height); a video
+        shorter than the clip repeats its last frame.
+
+        Raises:
+            UsageError: the corpus holds no speaker video for this clip.
+            StageFailure: ``corrupt_media`` when the video does not decode.
+        """
+        if self.speaker.video_path is None:
+            raise UsageError(f"clip {self.clip_id}: the corpus holds no speaker video")
+        frames = list(itertools.islice(decode_frames(self.speaker.video_path, size=size),
+                                       self.n_frames))
+        if not frames:
+            raise StageFailure("corrupt_media", f"{self.speaker.video_path}: no frames")
+        frames += [frames[-1]] * (self.n_frames - len(frames))
+        return np.stack(frames)
 
 
 def eval_refs(root: str | Path, split: str, limit: int | None = None) -> list[ClipRef]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from responsenet.errors import ResponseNetError
 from responsenet.eval.clips import EvalClip
 from responsenet.eval.protocol import (
     FACE_DIM,
@@ -34,8 +35,9 @@ class ClipRun:
     Attributes:
         face: float32 [T, 64] or None; audio: float32 [S] or None; chrono: T tokens or None;
         video: uint8 [T, H, W, 3] or None; only the kinds in the model's ``outputs`` are kept.
-        reason: None when the clip completed, else ``reset_error``, ``step_error`` or
-            ``bad_output``; ``error`` the message naming the clip and frame.
+        reason: None when the clip completed, else ``input_error`` (the speaker's media
+            cannot be read), ``reset_error``, ``step_error`` or ``bad_output``; ``error`` the
+            message naming the clip and frame.
         step_seconds: wall seconds of each model call that served this clip.
         share_seconds: this clip's share of each call (the call's seconds / clips in it).
         overhead_seconds: harness seconds per step (slicing, checks, storing).
@@ -212,11 +214,18 @@ def generate(model: Any, clips: Iterable[EvalClip], *, offline: bool = False,
 
 def _run_batch(model: Any, clips: list[EvalClip], offline: bool, batched: bool,
                load_video: Callable[[EvalClip], np.ndarray] | None) -> Iterator[ClipRun]:
-    sessions = []
+    sessions, broken = [], []
     for clip in clips:
         chunk = clip.n_frames if offline else int(model.chunk_frames)
-        sessions.append(_Session(clip, model, max(1, chunk),
-                                 None if load_video is None else load_video(clip)))
+        try:
+            video = None if load_video is None else load_video(clip)
+            sessions.append(_Session(clip, model, max(1, chunk), video))
+        except (ResponseNetError, OSError, ValueError) as e:  # unreadable speaker media
+            broken.append(ClipRun(clip.clip_id, clip.n_frames, float(clip.ref.fps),
+                                  reason="input_error",
+                                  error=f"clip {clip.clip_id}: cannot read the speaker's "
+                                  f"media: {_exception_text(e)}"))
+    yield from broken
     active = _reset(model, sessions)
     while active:
         _step_all(model, active, batched)

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from responsenet.errors import UsageError
-from responsenet.eval.clips import EvalClipReader, eval_refs
+from responsenet.eval.clips import EvalClip, EvalClipReader, eval_refs
 from responsenet.eval.harness import generate
 from responsenet.eval.metrics import metric_names
 from responsenet.eval.protocol import load_model
@@ -122,6 +123,15 @@ def _prepare(out: Path, meta: dict[str, Any], force: bool) -> None:
     write_json(path, meta)
 
 
+def _video_loader(model: Any) -> Callable[[EvalClip], np.ndarray] | None:
+    """Speaker frames at the model's ``video_size`` (width, height; default 224x224) for models
+    that list ``"video"`` in ``inputs``."""
+    if "video" not in set(getattr(model, "inputs", ())):
+        return None
+    width, height = getattr(model, "video_size", (224, 224))
+    return lambda clip: clip.speaker_video((int(width), int(height)))
+
+
 def _generate(model: Any, refs: list, root: Path, opts: EvalOptions, chunk: int) -> None:
     reader = EvalClipReader(root)
     clips = (reader.load(ref) for ref in refs)
@@ -129,7 +139,8 @@ def _generate(model: Any, refs: list, root: Path, opts: EvalOptions, chunk: int)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), disable=not opts.progress) as bar:
         task = bar.add_task(f"generate ({mode})", total=len(refs))
-        for result in generate(model, clips, offline=opts.offline, batch_clips=opts.batch_clips):
+        for result in generate(model, clips, offline=opts.offline, batch_clips=opts.batch_clips,
+                               load_video=_video_loader(model)):
             write_clip(opts.out, result, int(model.sample_rate))
             if not result.ok:
                 log.warning("clip %s failed (%s): %s", result.clip_id, result.reason,

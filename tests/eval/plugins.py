@@ -95,3 +95,23 @@ class Flaky(ResponseModel):
             return ListenerChunk(face=np.zeros((obs.n_frames + 1, 64), np.float32),
                                  chrono=["[PAUSE]"] * obs.n_frames)
         return _answer(obs, fill=0.5)
+
+
+class Watcher(ResponseModel):
+    """Asks for the speaker's video; answers with frames whose grey level encodes the frame."""
+
+    outputs = frozenset({"face", "video"})
+    inputs = frozenset({"audio", "face", "video"})
+    video_size = (32, 24)
+    chunk_frames = 4
+
+    seen: dict[str, list[float]] = {}  # clip id -> mean grey level of each speaker frame
+
+    def reset(self, clip):
+        self.means = Watcher.seen[clip.clip_id] = []
+
+    def step(self, obs):
+        self.means += [float(f.mean()) for f in obs.video]
+        frames = np.stack([np.full((24, 32, 3), 10 * (obs.start_frame + i), np.uint8)
+                           for i in range(obs.n_frames)])
+        return ListenerChunk(face=np.zeros((obs.n_frames, 64), np.float32), video=frames)
