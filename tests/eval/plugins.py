@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from responsenet.eval import ListenerChunk, ResponseModel, samples_for
@@ -105,7 +107,7 @@ class Watcher(ResponseModel):
     video_size = (32, 24)
     chunk_frames = 4
 
-    seen: dict[str, list[float]] = {}  # clip id -> mean grey level of each speaker frame
+    seen: ClassVar[dict[str, list[float]]] = {}  # clip id -> mean grey level of each speaker frame
 
     def reset(self, clip):
         self.means = Watcher.seen[clip.clip_id] = []
