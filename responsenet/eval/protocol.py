@@ -151,6 +151,17 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     return args
 
 
+def parse_metric_args(text: str | None) -> dict[str, dict[str, Any]]:
+    """``"fvd.num_videos=0,lse.min_frames=0"`` -> ``{"fvd": {"num_videos": 0}, ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in parse_model_args(text).items():
+        metric, dot, name = key.partition(".")
+        if not dot or not metric or not name:
+            raise UsageError(f"--metric-args expects metric.key=value,... got {key!r}")
+        out.setdefault(metric, {})[name] = value
+    return out
+
+
 def _value(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"

@@ -50,6 +50,7 @@ class EvalOptions:
     strict: bool = False
     compare: str | None = None
     asset_paths: dict[str, Path] = field(default_factory=dict)
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     force: bool = False
     progress: bool = True
 
@@ -104,7 +105,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         log.info("all %d clips already generated in %s (run %s)", len(refs), opts.out,
                  meta["key"])
     return score_run(opts.out, names, strict=opts.strict, asset_paths=opts.asset_paths,
-                     compare=opts.compare, device=opts.device)
+                     compare=opts.compare, device=opts.device, params=opts.metric_params)
 
 
 def _prepare(out: Path, meta: dict[str, Any], force: bool) -> None:

@@ -47,7 +47,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 def score_run(run_dir: str | Path, names: list[str], *, strict: bool = False,
               asset_paths: dict[str, Path] | None = None, compare: str | None = None,
-              device: str | None = None) -> dict[str, Any]:
+              device: str | None = None, params: dict[str, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
     """Compute ``names`` for the run in ``run_dir`` and write its reports; return results.json."""
     run_dir = Path(run_dir)
     meta = load_run(run_dir)
@@ -65,8 +66,12 @@ def score_run(run_dir: str | Path, names: list[str], *, strict: bool = False,
         rows.append(_row(status))
         if status["status"] == "ok":
             clips.append(scored_clip(reader.load(ref), read_outputs(run_dir, ref.clip_id)))
+    unknown = sorted(set(params or {}) - set(METRICS))
+    if unknown:
+        raise UsageError(f"--metric-args names unknown metric(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(METRICS)}")
     ctx = MetricContext(seed=meta["seed"], device=device or meta["device"],
-                        asset_paths=dict(asset_paths or {}))
+                        asset_paths=dict(asset_paths or {}), params=dict(params or {}))
     outputs = frozenset(meta["model"]["outputs"]) & OUTPUT_KINDS
     values, details = compute(names, clips, ctx, outputs=outputs, strict=strict)
     results = {
@@ -75,6 +80,7 @@ def score_run(run_dir: str | Path, names: list[str], *, strict: bool = False,
         "model": meta["model"], "data": {**meta["data"], "n_clips": len(refs),
                                          "n_scored": len(clips)},
         "mode": meta["mode"], "seed": meta["seed"], "device": ctx.device,
+        "metric_params": ctx.params,
         "versions": _versions(), "assets": _asset_sums(ctx.used_assets, names),
         "failures": [r for r in rows if r["status"] != "ok"],
     }

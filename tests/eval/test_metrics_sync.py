@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from responsenet.errors import AssetMissing
-from responsenet.eval.metrics import MetricContext, MetricSkipped, ScoredClip
+from responsenet.eval.metrics import MetricContext, MetricSkipped, ScoredClip, sync
 from responsenet.eval.metrics.sync import (
+    MIN_FRAMES,
     clip_distances,
     face_frames,
     lse,
@@ -240,8 +241,13 @@ def test_to_25fps_and_speaking_windows():
     assert speaking_windows(vad, 25.0, 6).tolist() == [False, True, True, True, True, False]
 
 
+def _short_ok(folder) -> MetricContext:
+    """The fixture's clips are shorter than the released pipeline's 101 frames: keep them."""
+    return MetricContext(asset_paths={"syncnet": folder}, params={"lse": {"min_frames": 0}})
+
+
 def test_lse_with_a_stand_in_network(syncnet_folder, face_clips):
-    ctx = MetricContext(asset_paths={"syncnet": syncnet_folder})
+    ctx = _short_ok(syncnet_folder)
     both = lse(face_clips, ctx)
     assert set(both) == {"d", "c", "d_listener_speaking", "c_listener_speaking"}
     assert all(math.isfinite(v) for v in both.values())
@@ -261,4 +267,29 @@ def test_lse_skips_when_every_clip_is_too_short(syncnet_folder, face_clips):
     short = ScoredClip("s", 25.0, 16000, 50, gen_video=face_clips[0].gen_video,
                        gen_audio=np.zeros(3000, np.float32))  # 4 frames of audio
     with pytest.raises(MetricSkipped, match="shorter than 6 frames"):
-        lse([short], MetricContext(asset_paths={"syncnet": syncnet_folder}))
+        lse([short], _short_ok(syncnet_folder))
+    with pytest.raises(MetricSkipped, match="shorter than 101 frames"):
+        lse(face_clips, MetricContext(asset_paths={"syncnet": syncnet_folder}))
+
+
+def test_lse_leaves_out_clips_the_released_face_tracking_drops(syncnet_folder, monkeypatch,
+                                                                tmp_path):
+    """syncnet_python keeps face tracks of more than 100 frames: a 100-frame video has no score
+    line in the released all_scores.txt and does not enter its average; 101 frames do."""
+    assert MIN_FRAMES == 101
+
+    def fake_distances(net, frames, audio, *args):  # LSE-D = the clip's frame count
+        n = frames.shape[1]
+        return np.tile(np.arange(n, n + 31, dtype=float), (n - 5, 1))
+
+    monkeypatch.setattr(sync, "clip_distances", fake_distances)
+    clips = []
+    for n in (100, 101, 130):
+        video = make_video(tmp_path / f"v{n}.mp4", duration=n / 25, fps=25, size=(32, 32),
+                           audio=False)
+        clips.append(ScoredClip(f"c{n}", 25.0, 16000, n, gen_video=video,
+                                gen_audio=np.zeros(n * 640, np.float32)))
+    ctx = MetricContext(asset_paths={"syncnet": syncnet_folder})
+    assert lse(clips, ctx)["d"] == pytest.approx((101 + 130) / 2)
+    assert ctx.notes["lse"] == {"scored_clips": 2, "too_short": 1}
+    assert lse(clips, _short_ok(syncnet_folder))["d"] == pytest.approx((100 + 101 + 130) / 3)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from responsenet.errors import UsageError
 from responsenet.eval.metrics.base import MetricContext, MetricSkipped, ScoredClip
 from responsenet.eval.metrics.text import (
     bertscore_f1,
@@ -31,6 +32,7 @@ from responsenet.eval.metrics.text import (
     meteor_score_tokens,
     rouge_l,
     rouge_l_f,
+    text_pairs,
     tokenize_words,
 )
 
@@ -117,11 +119,15 @@ def test_meteor_hand_values(hyp, ref, expected):
 
 @needs_wordnet
 def test_meteor_mean_over_clips_with_reference():
+    """The released script skips a pair whose generated text is empty: it is not a 0."""
     clips = [clip("the car stopped", "the auto stopped", 0), clip(None, "the cat", 1),
-             clip("ignored", "", 2), clip("ignored", None, 3)]
+             clip("  ", "the cat", 4), clip("ignored", "", 2), clip("ignored", None, 3)]
     ctx = MetricContext(asset_paths={"wordnet": WORDNET})
-    assert meteor(clips, ctx) == pytest.approx((1 - 0.5 / 27 + 0.0) / 2)
+    assert meteor(clips, ctx) == pytest.approx(1 - 0.5 / 27)
     assert ctx.used_assets["wordnet"] == WORDNET
+    assert ctx.notes["meteor"] == {"scored_clips": 1, "empty_gen_skipped": 2}
+    zero = MetricContext(asset_paths={"wordnet": WORDNET}, params={"meteor": {"empty_gen": "zero"}})
+    assert meteor(clips, zero) == pytest.approx((1 - 0.5 / 27) / 3)
 
 
 def test_meteor_missing_wordnet_is_skipped(tmp_path):
@@ -148,12 +154,32 @@ def test_rouge_l_hand_values():
 
 def test_rouge_l_clip_rule():
     clips = [clip("the cat sat", "the cat sat on the mat", 0), clip(None, "hello", 1),
-             clip("no reference", "  ", 2)]
-    assert rouge_l(clips, MetricContext()) == pytest.approx((1.22 / 1.94 + 0.0) / 2)
+             clip("", "hello", 3), clip("no reference", "  ", 2)]
+    # the clips with no generated words are skipped, as the released script does
+    assert rouge_l(clips, MetricContext()) == pytest.approx(1.22 / 1.94)
+    zero = MetricContext(params={"rouge_l": {"empty_gen": "zero"}})
+    assert rouge_l(clips, zero) == pytest.approx((1.22 / 1.94 + 0.0 + 0.0) / 3)
+    # references but no generated words anywhere: the released scripts print an average of 0
+    assert rouge_l([clip("", "hello", 0), clip(" ", "hi", 1)], MetricContext()) == 0.0
     with pytest.raises(MetricSkipped, match="no clip has reference text"):
         rouge_l([clip("a", ""), clip("", None)], MetricContext())
     with pytest.raises(MetricSkipped, match="gen_text"):
         rouge_l([clip(None, "a")], MetricContext())
+    with pytest.raises(UsageError, match="empty_gen"):
+        rouge_l(clips, MetricContext(params={"rouge_l": {"empty_gen": "drop"}}))
+
+
+def test_rouge_l_is_case_sensitive_on_whitespace_tokens():
+    """The released ROUGE-L neither lower-cases nor splits punctuation off."""
+    assert rouge_l([clip("The cat sat.", "the cat sat")], MetricContext()) == pytest.approx(1 / 3)
+
+
+def test_text_pairs_follow_the_released_file_order():
+    """Pairs come in the order of the sorted ``{clip_id}.json`` names, which sets BERTScore's
+    batches: ``a-b.json`` sorts before ``a.json`` although ``a`` sorts before ``a-b``."""
+    clips = [ScoredClip(i, 25.0, 16000, 10, gen_text=f"g {i}", ref_text=f"r {i}")
+             for i in ("b", "a", "a-b")]
+    assert text_pairs(clips) == [("g a-b", "r a-b"), ("g a", "r a"), ("g b", "r b")]
 
 
 WORDS = st.lists(st.sampled_from(["a", "b", "c", "yeah", "no", "mm"]), min_size=1, max_size=12)
@@ -218,28 +244,61 @@ def test_greedy_match_hand_values():
     assert greedy_match_prf(cand, ref, np.zeros(3), weight_r) == (0.0, 0.0, 0.0)
 
 
+def test_greedy_match_lets_batch_padding_win_a_negative_max():
+    """bert-score masks padding to a cosine of 0: a token whose real cosines are all negative
+    matches the padding of a batch-mate's longer sentence instead."""
+    x, y = np.eye(2)
+    h, ones = 2**-0.5, np.ones(2)
+    cand = np.stack([x, -x - y])  # unit tokens (1, 0) and (-h, -h)
+    ref = np.stack([x + y, x])    # cosines [[h, 1], [-1, -h]]: the second row is all negative
+    p, r, _ = greedy_match_prf(cand, ref, ones, ones)
+    assert (p, r) == pytest.approx(((1 - h) / 2, (h + 1) / 2))
+    p, r, _ = greedy_match_prf(cand, ref, ones, ones, ref_padded=True)
+    assert (p, r) == pytest.approx(((1 + 0) / 2, (h + 1) / 2))
+    ref2 = np.stack([x, -x + 2 * y])  # cosines [[1, -1/sqrt5], [-h, -h/sqrt5]]
+    k = h / 5**0.5
+    p, r, _ = greedy_match_prf(cand, ref2, ones, ones)
+    assert (p, r) == pytest.approx(((1 - k) / 2, (1 - k) / 2))
+    p, r, f = greedy_match_prf(cand, ref2, ones, ones, cand_padded=True)
+    assert (p, r, f) == pytest.approx(((1 - k) / 2, 1 / 2, 2 * (1 - k) / 4 / ((1 - k) / 2 + 0.5)))
+
+
+#: pairs whose MiniLM cosines go negative for short candidates, with longer batch-mates
+CANDS = ["the cat sat on the mat", "yeah", "I see, that is really great!", "mm hmm okay",
+         "no way", "hello there how are you doing today", "we is yesterday", "mat", "no", "you"]
+REFS = ["a cat was on the mat", "yes yes", "oh wow that is great", "okay", "no", "hi",
+        "you yeah mean mm talked talked interesting way wow the I about that mean you",
+        "there about hello yeah is", "the on way on okay really hello no you about mm great about",
+        "hmm hello there wow that mean way is hmm hello interesting no"]
+
+
 def test_bertscore_minilm_agrees_with_bert_score(minilm):
-    """bert-score with one pair per batch is the exact reference (see greedy_match_prf: its
-    padded batches can let a padding 0 win a max); with its default batches F1 stays close."""
+    """bert-score is the reference both at its default batch of 64 pairs (the released script's)
+    and one pair per batch; on these pairs the two differ, through batch padding."""
     bert_score = pytest.importorskip("bert_score", reason="pip install --no-deps bert-score")
-    cands = ["the cat sat on the mat", "yeah", "I see, that is really great!", "mm hmm okay",
-             "no way", "hello there how are you doing today", "we is yesterday"]
-    refs = ["a cat was on the mat", "yes yes", "oh wow that is great", "okay", "no", "hi",
-            "you yeah mean mm talked talked interesting way wow the I about that mean you"]
-    ours = bertscore_pairs(list(zip(cands, refs)), minilm, 6)
-    want = bert_score.score(cands, refs, model_type=str(minilm), num_layers=6, batch_size=1)
-    np.testing.assert_allclose(ours, np.stack([t.numpy() for t in want], axis=1), atol=1e-5)
-    _, _, f_batched = bert_score.score(cands, refs, model_type=str(minilm), num_layers=6)
-    np.testing.assert_allclose(ours[:, 2], f_batched.numpy(), atol=1e-3)
-    identical = bertscore_pairs([(t, t) for t in cands], minilm, 6)
+    pairs = list(zip(CANDS, REFS))
+    batched = np.stack([t.numpy() for t in bert_score.score(
+        CANDS, REFS, model_type=str(minilm), num_layers=6, batch_size=64)], axis=1)
+    single = np.stack([t.numpy() for t in bert_score.score(
+        CANDS, REFS, model_type=str(minilm), num_layers=6, batch_size=1)], axis=1)
+    assert np.abs(batched - single).max() > 1e-3  # the data exercises the padding effect
+    np.testing.assert_allclose(bertscore_pairs(pairs, minilm, 6), batched, atol=1e-5)
+    np.testing.assert_allclose(bertscore_pairs(pairs, minilm, 6, batch_size=1), single, atol=1e-5)
+    identical = bertscore_pairs([(t, t) for t in CANDS], minilm, 6)
     np.testing.assert_allclose(identical, 1.0, atol=1e-5)
 
 
 def test_bertscore_minilm_clip_rule(minilm):
     clips = [clip("yeah", "yeah", 0), clip(None, "okay then", 1), clip("x", "", 2)]
     ctx = MetricContext(asset_paths={"minilm_l6_v2": minilm})
-    assert bertscore_minilm(clips, ctx) == pytest.approx(0.5, abs=1e-5)  # (1 + 0) / 2
+    assert bertscore_minilm(clips, ctx) == pytest.approx(1.0, abs=1e-5)  # the None is skipped
     assert ctx.used_assets["minilm_l6_v2"] == minilm
+    assert ctx.notes["bertscore_minilm"]["scored_clips"] == 1
+    assert ctx.notes["bertscore_minilm"]["hash"].startswith(
+        "sentence-transformers/all-MiniLM-L6-v2_L6_no-idf_version=0.3.13")
+    zero = MetricContext(asset_paths={"minilm_l6_v2": minilm},
+                         params={"bertscore_minilm": {"empty_gen": "zero"}})
+    assert bertscore_minilm(clips, zero) == pytest.approx(0.5, abs=1e-5)  # (1 + 0) / 2
     assert load_encoder(str(minilm), 6, "cpu") is load_encoder(str(minilm), 6, "cpu")
 
 
@@ -248,8 +307,7 @@ def test_bertscore_roberta_stand_in_agrees_with_bert_score(tiny_roberta):
 
     bert-score asks ``encode(..., add_prefix_space=True)``, which transformers 5 ignores; the
     stand-in's tokenizer is saved with add_prefix_space=True so that bert-score gets the
-    intended tokens. Pairs go one per batch: bert-score's padded batches let a 0 from padding
-    win the max when all cosines are negative, which random weights can produce.
+    intended tokens. Checked one pair per batch and at the default batch of 64.
     """
     bert_score = pytest.importorskip("bert_score", reason="pip install --no-deps bert-score")
     from transformers import AutoTokenizer
@@ -259,10 +317,12 @@ def test_bertscore_roberta_stand_in_agrees_with_bert_score(tiny_roberta):
         ids = encode_ids(tokenizer, " the cat ")
         assert tokenizer.convert_ids_to_tokens(ids) == ["<s>", "Ġthe", "Ġcat", "</s>"]
     cands, refs = ["the cat sat on the mat", "yeah I see", "hello"], ["a cat", "great", "hello"]
-    ours = bertscore_pairs(list(zip(cands, refs)), tiny_roberta, 17)
-    want = bert_score.score(cands, refs, model_type=str(tiny_roberta), num_layers=17,
-                            batch_size=1)
-    np.testing.assert_allclose(ours, np.stack([t.numpy() for t in want], axis=1), atol=1e-5)
+    pairs = list(zip(cands, refs))
+    for batch_size in (1, 64):
+        ours = bertscore_pairs(pairs, tiny_roberta, 17, batch_size=batch_size)
+        want = bert_score.score(cands, refs, model_type=str(tiny_roberta), num_layers=17,
+                                batch_size=batch_size)
+        np.testing.assert_allclose(ours, np.stack([t.numpy() for t in want], axis=1), atol=1e-5)
     ctx = MetricContext(asset_paths={"roberta_large": tiny_roberta})
     value = bertscore_f1([clip(c, r, i) for i, (c, r) in enumerate(zip(cands, refs))], ctx)
     assert value == pytest.approx(ours[:, 2].mean())

@@ -147,3 +147,18 @@ def test_a_metric_the_model_cannot_feed_is_skipped_with_the_reason(eval_corpus, 
 def test_usage_errors_name_the_problem(eval_corpus, tmp_path, args, fragment):
     code, output = invoke("eval", "--data", eval_corpus, "--out", tmp_path / "r", *args)
     assert code == 2 and fragment in flat(output), output
+
+
+def test_metric_args_reach_the_metric_and_are_recorded(eval_corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run_eval(eval_corpus, out)[0] == 0
+    full = json.loads((out / "results.json").read_text())["metrics"]["fd"]
+    code, output = invoke("score", out, "--metrics", "fd", "--metric-args", "fd.features=pose")
+    assert code == 0, output
+    results = json.loads((out / "results.json").read_text())
+    assert results["metric_params"] == {"fd": {"features": "pose"}}
+    assert results["metrics"]["fd"] != full
+    code, output = invoke("score", out, "--metric-args", "fdd.features=pose")
+    assert code == 2 and "unknown metric(s) fdd" in flat(output)
+    code, output = invoke("score", out, "--metric-args", "features=pose")
+    assert code == 2 and "metric.key=value" in flat(output)

@@ -26,7 +26,7 @@ def _info(name: str, fn: str, needs: str, direction: str, version: str = "1", **
 
 _DECLARED = (
     _info("meteor", "text:meteor", "text", "higher", assets=("wordnet",),
-          description="METEOR (nltk meteor_score on word_tokenize tokens), mean over clips"),
+          description="METEOR (nltk meteor_score, WordNet 3.0, word_tokenize-style tokens), mean over clips"),
     _info("bertscore_f1", "text:bertscore_f1", "text", "higher", assets=("roberta_large",),
           description="BERTScore F1, roberta-large layer 17, no idf, no rescale, mean over clips"),
     _info("bertscore_minilm", "text:bertscore_minilm", "text", "higher",

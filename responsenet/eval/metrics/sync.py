@@ -1,26 +1,37 @@
 """LSE-D and LSE-C: lip-sync error of the generated listener video against the generated speech.
 
-Follows the evaluation of Wav2Lip (``evaluation/scores_LSE``, built on joonson/syncnet_python):
+OmniResponse's released ``evaluation/audio/audio_sync`` muxes each generated video with its
+speech, runs joonson/syncnet_python's ``run_pipeline.py`` (S3FD face detection, face tracks,
+224x224 crops) and scores every face track with Wav2Lip's ``calculate_scores_real_videos.py`` /
+``SyncNetInstance_calc_scores.py`` (the released folder imports that module but does not ship it).
+Here, per clip:
 
-1. video at 25 fps; every frame is an already-cropped face: center-cropped to a square (a no-op on
-   square renders, as ours are) and resized to 224x224 (bilinear, as ``cv2.resize``), BGR, raw
-   0..255 values;
-2. audio at 16 kHz scaled to the int16 range (as the original reads a pcm_s16le wav), MFCC with
+1. video at 25 fps; every frame is taken as the face crop: center-cropped to a square (a no-op on
+   square renders) and resized to 224x224 (bilinear, as ``cv2.resize``), BGR, raw 0..255 values;
+2. clips shorter than ``min_frames`` (101) frames at 25 fps are left out: ``run_pipeline.py``
+   keeps only face tracks of more than ``--min_track`` 100 frames, so such a video writes no score
+   line and does not enter the released average;
+3. audio at 16 kHz scaled to the int16 range (as the original reads a pcm_s16le wav), MFCC with
    ``python_speech_features.mfcc`` defaults: 13 coefficients every 10 ms;
-3. ``W = min(video frames, samples // 640) - 5`` windows; window ``i`` = frames ``i..i+4`` and
+4. ``W = min(video frames, samples // 640) - 5`` windows; window ``i`` = frames ``i..i+4`` and
    MFCC steps ``4i..4i+19``; one SyncNet embedding per window and modality;
-4. for every audio shift ``-vshift..vshift`` (15) the distance of video window ``i`` to audio
-   window ``i + shift`` (zero vectors beyond the ends), averaged over windows;
-5. per clip LSE-D = the smallest mean distance, LSE-C = median of the mean distances minus it;
-6. the run's value is the mean over clips (Wav2Lip's ``calculate_scores_LRS.py`` averages per video).
+5. for every audio shift ``-vshift..vshift`` (15, i.e. 31 offsets) the distance of video window
+   ``i`` to audio window ``i + shift`` (zero vectors beyond the ends), averaged over windows;
+6. per clip LSE-D = the smallest of those 31 mean distances, LSE-C = their median minus it;
+7. the run's value is the plain mean over clips (the released script averages the first column
+   of ``all_scores.txt``, one line per face track; a render holds one face, so one per video).
+   The released scripts report only LSE-D; LSE-C is averaged the same way.
 
-``*_listener_speaking`` repeat step 4-6 over the windows whose middle frame has ``ref_vad`` True,
-for clips with at least one second (25) of such windows; NaN when no clip has.
+``*_listener_speaking`` repeat steps 5-7 over the windows whose middle frame has ``ref_vad`` True,
+for clips with at least one second (25) of such windows; NaN when no clip has (our addition).
 
-Deviations from the original, none of which change the network's inputs by more than codec noise:
-frames are decoded by ffmpeg to RGB directly (the original writes JPEG files first and reads them
-with OpenCV); non-25-fps videos are resampled by nearest frame; no face detection (the renders are
-face crops, as LRS2 clips are in Wav2Lip's ``calculate_scores_LRS.py``).
+Deviations from the released pipeline: no face detection or tracking. The released crop is the
+smoothed S3FD box enlarged by ``--crop_scale`` 0.4 and shifted towards the chin; here the whole
+(square) render is the crop, which is right for renders framed on the face and differs otherwise;
+faces under 100 pixels, which ``run_pipeline.py`` drops, are kept. Frames are decoded by ffmpeg to
+RGB directly (the original re-encodes to AVI/XVID and JPEG on the way, codec noise); audio is taken
+as generated (the released one passes through AAC); non-25-fps videos are resampled by nearest
+frame.
 
 Dimension legend: ``W`` windows, ``D`` embedding size, ``K = 2 * vshift + 1`` shifts.
 """
@@ -46,6 +57,8 @@ MFCC_WINDOW = 20
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 FACE_SIZE = 224
 MIN_SPEAKING_WINDOWS = FPS  # one second
+#: syncnet_python run_pipeline.py keeps face tracks of more than --min_track (100) frames
+MIN_FRAMES = 101
 PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance's eps, as in the original
 
 
@@ -182,14 +195,16 @@ def _mean(values: list[float]) -> float:
 def lse(clips: Sequence[ScoredClip], ctx: MetricContext) -> dict[str, float]:
     """LSE-D (``d``) and LSE-C (``c``), overall and where the real listener speaks.
 
-    Params (``ctx.params["lse"]``): ``vshift`` (15), ``batch_size`` (20).
+    Params (``ctx.params["lse"]``): ``vshift`` (15), ``batch_size`` (20), ``min_frames`` (101:
+    clips with fewer 25 fps frames are left out, as the released pipeline's face tracking drops
+    them; 0 scores every clip of at least 6 frames).
 
     Returns:
         ``{"d", "c", "d_listener_speaking", "c_listener_speaking"}``, each a mean over clips.
 
     Raises:
         MetricSkipped: no clip with video and audio, the ``syncnet`` weights are missing or
-            unusable, or every clip is shorter than 6 frames.
+            unusable, or no clip is long enough.
     """
     from responsenet.eval.metrics.syncnet_model import load_syncnet
 
@@ -202,13 +217,20 @@ def lse(clips: Sequence[ScoredClip], ctx: MetricContext) -> dict[str, float]:
                             wanted="syncnet/syncnet_v2.model") from e
     vshift = int(ctx.param("lse", "vshift", VSHIFT))
     batch_size = int(ctx.param("lse", "batch_size", 20))
+    min_frames = int(ctx.param("lse", "min_frames", MIN_FRAMES))
     scores: dict[str, list[float]] = {"d": [], "c": [], "d_speaking": [], "c_speaking": []}
+    too_short = 0
     for clip in clips:
         if clip.gen_video is None or clip.gen_audio is None:
             continue
+        frames = _load_frames(clip)
+        if frames.shape[1] < min_frames:
+            too_short += 1
+            continue
         audio = _resample_audio(clip.gen_audio, clip.sample_rate)
-        dists = clip_distances(net, _load_frames(clip), audio, vshift, batch_size, ctx.device)
+        dists = clip_distances(net, frames, audio, vshift, batch_size, ctx.device)
         if dists is None:
+            too_short += 1
             continue
         d, c, _ = sync_scores(dists)
         scores["d"].append(d)
@@ -219,9 +241,11 @@ def lse(clips: Sequence[ScoredClip], ctx: MetricContext) -> dict[str, float]:
                 d, c, _ = sync_scores(dists[mask])
                 scores["d_speaking"].append(d)
                 scores["c_speaking"].append(c)
+    ctx.notes["lse"] = {"scored_clips": len(scores["d"]), "too_short": too_short}
     if not scores["d"]:
-        raise MetricSkipped("every clip with generated video and audio is shorter than "
-                            f"{WINDOW_FRAMES + 1} frames at {FPS} fps")
+        raise MetricSkipped(f"every clip with generated video and audio is shorter than "
+                            f"{max(min_frames, WINDOW_FRAMES + 1)} frames at {FPS} fps "
+                            "(param lse.min_frames)")
     return {"d": _mean(scores["d"]), "c": _mean(scores["c"]),
             "d_listener_speaking": _mean(scores["d_speaking"]),
             "c_listener_speaking": _mean(scores["c_speaking"])}

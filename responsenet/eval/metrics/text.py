@@ -1,11 +1,19 @@
 """Text metrics: METEOR, ROUGE-L, Distinct-n and BERTScore of generated vs real listener words.
 
-Clip rule (all reference-based metrics): a clip is scored when its ``ref_text`` holds a word; a
-clip whose reference is empty or None is left out (there is nothing to compare against). Among the
-scored clips an empty or None ``gen_text`` is an empty candidate and scores 0, as nltk and
-bert-score score an empty hypothesis. With no reference text anywhere the metric raises
-``MetricSkipped("no clip has reference text")``. Distinct-n needs no reference: it counts over
-every generated text, and scores 0 when there are no n-grams at all.
+Computed as OmniResponse's released text scripts (``evaluation/text``) compute them, one JSON file
+per clip with its ``text``:
+
+- Clip rule (reference-based metrics): a clip is scored when both its ``ref_text`` and its
+  ``gen_text`` hold a word after stripping. A clip with an empty or None reference is left out
+  (nothing to compare against); so is a clip whose generated text is empty or None, because the
+  released scripts skip such a pair instead of scoring it 0. That rewards a model for staying
+  silent where it would score badly; ``params[metric]["empty_gen"] = "zero"`` scores those clips
+  0 instead (our earlier rule, not the paper's). The value is the mean over scored clips, 0.0
+  when no clip is left (as the released scripts print), and ``MetricSkipped("no clip has
+  reference text")`` when no clip has a reference at all. ``ctx.notes[metric]`` records how many
+  clips were scored and how many were dropped for an empty generation.
+- Distinct-n needs no reference: it counts over every generated text, and scores 0 when there are
+  no n-grams at all.
 
 The math lives in pure functions (``meteor_score_tokens``, ``rouge_l_f``, ``distinct_n``,
 ``greedy_match_prf``, ...); the functions the registry names wrap them for ScoredClips. nltk, torch
@@ -24,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from responsenet.errors import UsageError
 from responsenet.eval.metrics.base import MetricContext, MetricSkipped, ScoredClip, require
 
 log = logging.getLogger(__name__)
@@ -45,14 +54,46 @@ _LEXNAMES = (
 _POS_NUMBER = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
-def text_pairs(clips: Sequence[ScoredClip]) -> list[tuple[str, str]]:
-    """(generated, reference) texts of the clips that have reference words (see module rule)."""
+EMPTY_GEN_RULES = ("skip", "zero")
+
+
+def text_pairs(clips: Sequence[ScoredClip], empty_gen: str = "skip") -> list[tuple[str, str]]:
+    """(generated, reference) stripped texts of the clips to score (see the module's clip rule).
+
+    Args:
+        clips: the run's clips; at least one must have ``gen_text``.
+        empty_gen: ``"skip"`` leaves out clips whose generated text is empty or None (the released
+            scripts); ``"zero"`` keeps them as empty candidates, which score 0.
+
+    Returns:
+        Pairs in the order of the released scripts' file names (``{clip_id}.json`` sorted), which
+        is the order BERTScore batches them in.
+    """
+    if empty_gen not in EMPTY_GEN_RULES:
+        raise UsageError(f"empty_gen must be one of {', '.join(EMPTY_GEN_RULES)}, "
+                         f"not {empty_gen!r}")
     require(clips, "gen_text")
-    pairs = [((c.gen_text or "").strip(), c.ref_text.strip())
-             for c in clips if c.ref_text is not None and c.ref_text.strip()]
-    if not pairs:
+    with_ref = sorted((c for c in clips if c.ref_text is not None and c.ref_text.strip()),
+                      key=lambda c: f"{c.clip_id}.json")
+    if not with_ref:
         raise MetricSkipped("no clip has reference text")
+    pairs = [((c.gen_text or "").strip(), c.ref_text.strip()) for c in with_ref]
+    return [(gen, ref) for gen, ref in pairs if gen or empty_gen == "zero"]
+
+
+def _pairs_for(name: str, clips: Sequence[ScoredClip], ctx: MetricContext
+               ) -> list[tuple[str, str]]:
+    """:func:`text_pairs` with the metric's ``empty_gen`` param, counts noted in ``ctx.notes``."""
+    pairs = text_pairs(clips, str(ctx.param(name, "empty_gen", "skip")))
+    with_ref = sum(1 for c in clips if c.ref_text is not None and c.ref_text.strip())
+    ctx.notes.setdefault(name, {}).update(
+        {"scored_clips": len(pairs), "empty_gen_skipped": with_ref - len(pairs)})
     return pairs
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Mean of per-clip scores; 0.0 for none, as the released scripts report it."""
+    return float(np.mean(values)) if len(values) else 0.0
 
 
 # --- METEOR ---------------------------------------------------------------------------------------
@@ -128,11 +169,16 @@ def meteor_score_tokens(references: Sequence[Sequence[str]], hypothesis: Sequenc
 
 
 def meteor(clips: Sequence[ScoredClip], ctx: MetricContext) -> float:
-    """Mean METEOR over clips with reference text; tokens from :func:`tokenize_words`."""
-    pairs = text_pairs(clips)
+    """Mean METEOR over the scored clips (module clip rule); tokens from :func:`tokenize_words`.
+
+    The released script tokenizes with nltk ``word_tokenize`` (punkt's English model); we cannot
+    ship that model, so sentences are split by an untrained punkt, which differs only on
+    abbreviations the English model knows (see :func:`tokenize_words`).
+    """
+    pairs = _pairs_for("meteor", clips, ctx)
     wordnet = load_wordnet(str(ctx.asset("wordnet")))
-    return float(np.mean([meteor_score_tokens([tokenize_words(ref)], tokenize_words(gen), wordnet)
-                          for gen, ref in pairs]))
+    return _mean([meteor_score_tokens([tokenize_words(ref)], tokenize_words(gen), wordnet)
+                  for gen, ref in pairs])
 
 
 # --- ROUGE-L and Distinct ---------------------------------------------------------------------------
@@ -164,10 +210,10 @@ def rouge_l_f(candidate: Sequence[str], references: Sequence[Sequence[str]],
 
 
 def rouge_l(clips: Sequence[ScoredClip], ctx: MetricContext) -> float:
-    """Mean ROUGE-L F (beta 1.2) on whitespace tokens over clips with reference text."""
+    """Mean ROUGE-L F (beta 1.2) on case-sensitive whitespace tokens over the scored clips."""
     beta = float(ctx.param("rouge_l", "beta", 1.2))
-    return float(np.mean([rouge_l_f(gen.split(), [ref.split()], beta)
-                          for gen, ref in text_pairs(clips)]))
+    return _mean([rouge_l_f(gen.split(), [ref.split()], beta)
+                  for gen, ref in _pairs_for("rouge_l", clips, ctx)])
 
 
 def distinct_n(texts: Sequence[Sequence[str]], n: int) -> float:
@@ -200,18 +246,25 @@ def bertscore_hash(model_type: str, num_layers: int, transformers_version: str) 
 
 
 def greedy_match_prf(cand_emb: np.ndarray, ref_emb: np.ndarray, cand_weight: np.ndarray,
-                     ref_weight: np.ndarray) -> tuple[float, float, float]:
+                     ref_weight: np.ndarray, ref_padded: bool = False, cand_padded: bool = False
+                     ) -> tuple[float, float, float]:
     """BERTScore precision, recall and F1 of one pair by greedy cosine matching.
 
     Every token is a match target (special tokens included, as in bert-score); the averages
-    weight each token by ``*_weight`` (1, or 0 for ``<s>``/``</s>``/``[CLS]``/``[SEP]``). This
-    equals bert-score run with ``batch_size=1``: in padded batches bert-score also lets a padding
-    position (cosine 0) win a max whose real cosines are all negative, so its value depends on
-    which pairs share a batch (seen with MiniLM, up to 6e-4 on one pair's F1).
+    weight each token by ``*_weight`` (1, or 0 for ``<s>``/``</s>``/``[CLS]``/``[SEP]``).
+
+    bert-score matches a whole batch of pairs at once, each side padded to the batch's longest
+    sentence, and masks padding to a cosine of 0 rather than leaving it out. Where a pair's
+    reference is shorter than the batch's longest one (``ref_padded``), a candidate token whose
+    real cosines are all negative therefore matches a padding 0; likewise for recall with
+    ``cand_padded``. The released script runs bert-score with batches of 64 pairs, so its value
+    depends on that; :func:`bertscore_pairs` sets the flags accordingly (with both False this is
+    bert-score at ``batch_size=1``).
 
     Args:
         cand_emb: float [Lc, D] candidate token embeddings; ref_emb: float [Lr, D] reference.
         cand_weight: float [Lc]; ref_weight: float [Lr].
+        ref_padded, cand_padded: that side was padded in bert-score's batch.
 
     Returns:
         ``(P, R, F1)``; all 0 when either side has no weighted token (an empty sentence).
@@ -221,8 +274,14 @@ def greedy_match_prf(cand_emb: np.ndarray, ref_emb: np.ndarray, cand_weight: np.
     cand = cand_emb / np.linalg.norm(cand_emb, axis=-1, keepdims=True)
     ref = ref_emb / np.linalg.norm(ref_emb, axis=-1, keepdims=True)
     sim = cand @ ref.T
-    precision = float((sim.max(axis=1) * cand_weight).sum() / cand_weight.sum())
-    recall = float((sim.max(axis=0) * ref_weight).sum() / ref_weight.sum())
+    best_ref = sim.max(axis=1)
+    best_cand = sim.max(axis=0)
+    if ref_padded:
+        best_ref = np.maximum(best_ref, 0.0)
+    if cand_padded:
+        best_cand = np.maximum(best_cand, 0.0)
+    precision = float((best_ref * cand_weight).sum() / cand_weight.sum())
+    recall = float((best_cand * ref_weight).sum() / ref_weight.sum())
     total = precision + recall
     return precision, recall, (2 * precision * recall / total if total != 0 else 0.0)
 
@@ -294,27 +353,46 @@ def embed_texts(tokenizer: Any, model: Any, texts: Sequence[str], batch_size: in
 
 def bertscore_pairs(pairs: Sequence[tuple[str, str]], folder: str | Path, num_layers: int,
                     device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """float [N, 3] (P, R, F1) per (candidate, reference) pair with the model in ``folder``."""
+    """float [N, 3] (P, R, F1) per (candidate, reference) pair with the model in ``folder``.
+
+    ``batch_size`` is bert-score's: it sets which pairs share a padded matching batch (see
+    :func:`greedy_match_prf`), as consecutive runs of ``batch_size`` pairs in the given order, and
+    how many sentences are embedded at once (which changes nothing but round-off).
+    """
     tokenizer, model = load_encoder(str(folder), num_layers, device)
     emb = embed_texts(tokenizer, model, [t for pair in pairs for t in pair], batch_size)
-    return np.array([greedy_match_prf(emb[c][0], emb[r][0], emb[c][1], emb[r][1])
-                     for c, r in pairs], dtype=np.float64).reshape(-1, 3)
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        longest_cand = max(len(emb[c][1]) for c, _ in batch)
+        longest_ref = max(len(emb[r][1]) for _, r in batch)
+        out += [greedy_match_prf(emb[c][0], emb[r][0], emb[c][1], emb[r][1],
+                                 ref_padded=len(emb[r][1]) < longest_ref,
+                                 cand_padded=len(emb[c][1]) < longest_cand)
+                for c, r in batch]
+    return np.array(out, dtype=np.float64).reshape(-1, 3)
 
 
 def _bertscore(clips: Sequence[ScoredClip], ctx: MetricContext, name: str, asset: str,
                model_type: str, num_layers: int) -> float:
     import transformers
 
-    pairs = text_pairs(clips)
+    pairs = _pairs_for(name, clips, ctx)
     folder = ctx.asset(asset)
     batch_size = int(ctx.param(name, "batch_size", 64))
+    ctx.notes[name]["hash"] = bertscore_hash(model_type, num_layers, transformers.__version__)
+    if not pairs:
+        return 0.0
     scores = bertscore_pairs(pairs, folder, num_layers, ctx.device, batch_size)
-    ctx.notes[name] = {"hash": bertscore_hash(model_type, num_layers, transformers.__version__)}
     return float(scores[:, 2].mean())
 
 
 def bertscore_f1(clips: Sequence[ScoredClip], ctx: MetricContext) -> float:
-    """Mean BERTScore F1: roberta-large layer 17, no idf, no rescale (bert-score, lang=en)."""
+    """Mean BERTScore F1 over the scored clips: roberta-large layer 17, no idf, no rescale.
+
+    These are bert-score's defaults for ``lang="en"``, which the released script uses, with its
+    batches of 64 pairs (param ``batch_size``) taken in file-name order.
+    """
     return _bertscore(clips, ctx, "bertscore_f1", "roberta_large", "roberta-large", 17)
 
 
