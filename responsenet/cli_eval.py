@@ -55,13 +55,15 @@ def eval_(
     = None,
     asset: Annotated[list[str] | None, typer.Option(
         help="NAME=PATH of a model asset for a metric (repeatable).")] = None,
+    metric_args: Annotated[str | None, typer.Option(
+        help="Metric hyper-parameters: metric.key=value,... (e.g. fvd.num_videos=0).")] = None,
     force: Annotated[bool, typer.Option(help="Replace another run in --out.")] = False,
     list_models: Annotated[bool, typer.Option(help="List the baselines and exit.")] = False,
     list_metrics: Annotated[bool, typer.Option(help="List metrics and suites and exit.")]
     = False,
 ) -> None:
     """Stream a split's clips into a model plugin, causally and timed, and score it."""
-    from responsenet.eval.protocol import parse_model_args
+    from responsenet.eval.protocol import parse_metric_args, parse_model_args
     from responsenet.eval.run import EvalOptions, evaluate
     from responsenet.schema import ShardFormatError
 
@@ -75,7 +77,8 @@ def eval_(
                            model_args=parse_model_args(model_args), metrics=_list(metrics),
                            suite=suite, limit=limit, seed=seed, offline=offline,
                            batch_clips=batch_clips, device=device, strict=strict,
-                           compare=compare, asset_paths=_assets(asset), force=force)
+                           compare=compare, asset_paths=_assets(asset),
+                           metric_params=parse_metric_args(metric_args), force=force)
         results = evaluate(opts)
     except (UsageError, ShardFormatError) as e:
         raise _usage_exit(e) from e
@@ -115,15 +118,19 @@ def score(
     asset: Annotated[list[str] | None, typer.Option(help="NAME=PATH (repeatable).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: the run's).")]
     = None,
+    metric_args: Annotated[str | None, typer.Option(
+        help="Metric hyper-parameters: metric.key=value,...")] = None,
 ) -> None:
     """Recompute metrics for an evaluation run without regenerating."""
     from responsenet.eval.metrics import metric_names
+    from responsenet.eval.protocol import parse_metric_args
     from responsenet.eval.scoring import score_run
     from responsenet.schema import ShardFormatError
 
     try:
         score_run(run, metric_names(_list(metrics), suite), strict=strict,
-                  asset_paths=_assets(asset), compare=compare, device=device)
+                  asset_paths=_assets(asset), compare=compare, device=device,
+                  params=parse_metric_args(metric_args))
     except (UsageError, ShardFormatError) as e:
         raise _usage_exit(e) from e
     _print_table(run)
