@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from responsenet import __version__
 from responsenet.errors import UsageError
@@ -23,7 +24,8 @@ err = Console(stderr=True)
 
 
 def _usage_exit(error: Exception) -> typer.Exit:
-    err.print(f"[red]error[/red]: {error}", highlight=False)
+    # escaped: messages hold brackets that are not markup, e.g. pip install 'responsenet[ray]'
+    err.print(f"[red]error[/red]: {escape(str(error))}", highlight=False)
     return typer.Exit(2)
 
 
@@ -51,8 +53,14 @@ def build(
     config: Annotated[Path | None, typer.Option(help="Pipeline config YAML.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a config key: stage.key=value (repeatable).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    executor: Annotated[str, typer.Option(help="Executor: local.")] = "local",
+    workers: Annotated[int, typer.Option(
+        help="Worker processes (local), or the CPUs of the local Ray (ray).")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="Executor: local (process pool) or ray (pip install 'responsenet\\[ray]').")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join: 'auto' or ray://HOST:10001; default: start a local Ray. "
+        "Every node must see --out at the same path.")] = None,
     force: Annotated[list[str] | None, typer.Option(
         help="Redo this stage and every stage after it that depends on it (repeatable).")] = None,
     retry_failed: Annotated[bool, typer.Option(
@@ -69,7 +77,8 @@ def build(
 
     try:
         report = run_build(manifest, out, stage, config_path=config, overrides=set_ or [],
-                           workers=workers, executor=executor, force=force or [],
+                           workers=workers, executor=executor, ray_address=ray_address,
+                           force=force or [],
                            retry_failed=retry_failed, progress=not quiet, console=err)
     except UsageError as e:
         raise _usage_exit(e) from e

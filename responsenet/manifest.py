@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from responsenet.errors import UsageError
 
@@ -26,6 +28,8 @@ Role = Literal["speaker", "listener"]
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FIELDS = ("id", "url", "path", "start", "end", "layout", "roles", "participants", "topic",
           "language", "license")
+#: Fields whose value must be text (numbers are taken as text for ``id`` only).
+TEXT_FIELDS = ("url", "path", "topic", "language", "license")
 
 
 class SourceEntry(BaseModel):
@@ -36,8 +40,8 @@ class SourceEntry(BaseModel):
     id: str
     url: str | None = None
     path: str | None = None
-    start: float | None = None
-    end: float | None = None
+    start: float | None = Field(None, ge=0, allow_inf_nan=False)
+    end: float | None = Field(None, gt=0, allow_inf_nan=False)
     layout: Layout = "auto"
     roles: dict[Panel, Role] | None = None
     participants: dict[Panel, str] | None = None
@@ -98,15 +102,32 @@ def derive_id(row: dict[str, Any]) -> str:
 
 
 def id_problem(source_id: Any) -> str | None:
-    """Why ``source_id`` is not a safe file name, or None when it is."""
-    if not isinstance(source_id, str) or not source_id:
+    """Why ``source_id`` is not a safe file name, or None when it is.
+
+    Ids become folder and file names on every system a corpus is copied to, so they are
+    restricted to ASCII letters, digits, ``.``, ``_`` and ``-``: non-ASCII letters are refused
+    (file systems store them in different Unicode normal forms, so the same id could name two
+    folders), and so are path separators, ``..``, spaces and control characters.
+    """
+    if not isinstance(source_id, str):
+        return f"id must be text, got {type(source_id).__name__} {source_id!r}; quote it"
+    if not source_id:
         return "id is empty; give each source a non-empty id"
     if any(ord(c) < 32 or ord(c) == 127 for c in source_id):
-        return f"id {source_id!r} contains control characters"
+        return f"id {source_id!r} contains control characters; use printable ASCII"
+    if not source_id.isascii():
+        return (f"id {source_id!r} has non-ASCII characters; ids become folder names, so use "
+                f"ASCII letters, digits, '.', '_' and '-' (e.g. {ascii_id(source_id)!r})")
     if not SAFE_ID.match(source_id) or ".." in source_id:
-        return (f"id {source_id!r} is not a safe file name: use 1-128 letters, digits, '.', '_' "
-                "and '-', starting with a letter or digit (no '/', '..' or spaces)")
+        return (f"id {source_id!r} is not a safe file name: use 1-128 ASCII letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit (no '/', '..' or spaces)")
     return None
+
+
+def ascii_id(text: str) -> str:
+    """An ASCII spelling of ``text`` for an id: accents dropped, other characters -> ``-``."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-._") or "source"
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -121,14 +142,55 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     raise ManifestError([f"{path}: unknown manifest format {suffix!r}; use .yaml, .jsonl or .csv"])
 
 
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ManifestError([f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at "
+                             f"offset {e.start}); save the manifest as UTF-8"]) from e
+
+
+def _yaml_problem(path: Path, text: str, error: yaml.YAMLError) -> str:
+    """``file:line: not valid YAML: what`` for a PyYAML error, without its source excerpt."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    else:  # a reader error (a forbidden character) knows only its offset
+        line = text[: getattr(error, "position", 0)].count("\n") + 1
+    if isinstance(error, yaml.reader.ReaderError):
+        char = error.character
+        code = char if isinstance(char, int) else ord(char)
+        what = f"character U+{code:04X} is not allowed in a YAML file; remove it"
+    else:
+        what = "; ".join(str(part) for part in (getattr(error, "context", None),
+                                                getattr(error, "problem", None)) if part)
+    return f"{path}:{line}: not valid YAML: {what or error}"
+
+
+def _duplicate_keys(path: Path, rows: list[yaml.Node]) -> list[str]:
+    """A field given twice in one row (YAML would silently keep the last value)."""
+    problems = []
+    for row in rows:
+        if not isinstance(row, yaml.MappingNode):
+            continue
+        seen: set[str] = set()
+        for key, _ in row.value:
+            if key.value in seen:
+                problems.append(f"{path}:{key.start_mark.line + 1}: field {key.value!r} is "
+                                "given twice in one source; keep one")
+            seen.add(key.value)
+    return problems
+
+
 def _read_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", -1) + 1
-        raise ManifestError([f"{path}:{line}: not valid YAML: {e}"]) from e
+        raise ManifestError([_yaml_problem(path, text, e)]) from e
     if isinstance(data, dict):
         unknown = set(data) - {"sources", "synth", "name", "description"}
         if unknown or len({"sources", "synth"} & set(data)) != 1:
@@ -144,6 +206,8 @@ def _read_yaml(path: Path) -> list[tuple[int, dict[str, Any]]]:
         return []
     if not isinstance(data, list):
         raise ManifestError([f"{path}:1: expected a list of sources, got {type(data).__name__}"])
+    if problems := _duplicate_keys(path, node.value):
+        raise ManifestError(problems)
     return [(item.start_mark.line + 1, row) for item, row in zip(node.value, data)]
 
 
@@ -176,7 +240,7 @@ def _synth_rows(path: Path, line: int, section: Any) -> list[tuple[int, dict[str
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     rows, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
@@ -189,14 +253,15 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = []
-        for row in reader:
-            cleaned = {k: v for k, v in row.items() if v not in ("", None)}
-            if None in cleaned:
-                raise ManifestError([f"{path}:{reader.line_num}: more values than header columns"])
-            rows.append((reader.line_num, cleaned))
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    rows, problems = [], []
+    for row in reader:
+        cleaned = {k: v for k, v in row.items() if v not in ("", None)}
+        if None in cleaned:
+            problems.append(f"{path}:{reader.line_num}: more values than header columns")
+        rows.append((reader.line_num, cleaned))
+    if problems:
+        raise ManifestError(problems)
     return rows
 
 
@@ -207,12 +272,17 @@ def _check_row(row: Any, where: str, base: Path) -> tuple[SourceEntry | None, li
                 for k in row if k not in FIELDS]
     row = {k: v for k, v in row.items() if k in FIELDS}
     row.setdefault("id", derive_id(row))
-    if isinstance(row["id"], (int, float)):
+    if isinstance(row["id"], (int, float)) and not isinstance(row["id"], bool):
         row["id"] = str(row["id"])
+    problems += [f"{where}: {k} must be text, got {type(row[k]).__name__} {row[k]!r}"
+                 for k in TEXT_FIELDS if row.get(k) is not None and not isinstance(row[k], str)]
     if (why := id_problem(row["id"])) is not None:
         problems.append(f"{where}: {why}")
     if bool(row.get("url")) == bool(row.get("path")):
+        given = " and ".join(k for k in ("url", "path") if row.get(k)) or "neither"
         problems.append(f"{where}: give exactly one of 'url' or 'path'")
+        if given != "neither":
+            problems[-1] += f" (found {given})"
     if row.get("path") and not problems:
         row["path"] = str((base / str(row["path"])).expanduser().resolve())
     if problems:

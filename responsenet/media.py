@@ -6,6 +6,7 @@ Nothing here builds a shell string: every call passes a list of arguments to ``s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -37,6 +38,10 @@ class MediaInfo:
         fps: average frame rate in frames per second (0.0 without video).
         nominal_fps: the stream's declared (``r_frame_rate``) rate.
         variable_fps: True when average and declared rates disagree by more than 1%.
+        rotation: clockwise degrees (0, 90, 180 or 270) a player turns the stored picture by,
+            from the stream's display matrix (phones record sideways and set one). ffmpeg
+            applies it when decoding, so ``width`` and ``height`` are the size as displayed
+            (and as decoded), not as stored.
         sample_rate, channels: first audio stream's rate in Hz and channel count (0 without audio).
     """
 
@@ -48,6 +53,7 @@ class MediaInfo:
     fps: float = 0.0
     nominal_fps: float = 0.0
     variable_fps: bool = False
+    rotation: int = 0
     video_codec: str = ""
     sample_rate: int = 0
     channels: int = 0
@@ -64,14 +70,36 @@ def _rate(text: str | None) -> float:
     return float(value)
 
 
+class UnreadableMedia(StageFailure):
+    """ffprobe cannot read a file (reason ``corrupt_media``); ``detail`` is ffprobe's own words."""
+
+    def __init__(self, path: str | Path, detail: str):
+        super().__init__("corrupt_media", f"ffprobe cannot read {path}: {detail}")
+        self.path, self.detail = str(path), detail
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.detail))
+
+
+def _rotation(stream: dict) -> int:
+    """Clockwise display rotation in degrees (0/90/180/270) from the display matrix or the
+    legacy ``rotate`` tag. ffprobe reports the matrix's angle counter-clockwise."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return round(-float(side["rotation"])) % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    return round(float(tag)) % 360 if tag else 0
+
+
 def probe(path: str | Path) -> MediaInfo:
-    """Probe ``path`` with ffprobe; raise ``StageFailure('corrupt_media')`` if it is unreadable."""
+    """Probe ``path`` with ffprobe; raise :class:`UnreadableMedia` if it is unreadable."""
     cmd = [require_tool("ffprobe"), "-v", "error", "-print_format", "json",
            "-show_format", "-show_streams", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()[-1:] or ["no detail"]
-        raise StageFailure("corrupt_media", f"ffprobe cannot read {path}: {detail[0]}")
+        lines = proc.stderr.strip().splitlines()
+        detail = lines[-1].removeprefix(f"{path}: ") if lines else "no detail"
+        raise UnreadableMedia(path, detail)
     data = json.loads(proc.stdout or "{}")
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"
@@ -81,7 +109,10 @@ def probe(path: str | Path) -> MediaInfo:
     info = {"duration": duration, "has_video": video is not None, "has_audio": audio is not None}
     if video is not None:
         avg, nominal = _rate(video.get("avg_frame_rate")), _rate(video.get("r_frame_rate"))
-        info.update(width=int(video.get("width", 0)), height=int(video.get("height", 0)),
+        rotation = _rotation(video)
+        size = (int(video.get("width", 0)), int(video.get("height", 0)))
+        width, height = size[::-1] if rotation in (90, 270) else size
+        info.update(width=width, height=height, rotation=rotation,
                     fps=avg or nominal, nominal_fps=nominal, video_codec=video.get("codec_name", ""),
                     variable_fps=bool(avg and nominal and abs(avg - nominal) / nominal > 0.01))
     if audio is not None:
@@ -90,13 +121,32 @@ def probe(path: str | Path) -> MediaInfo:
     return MediaInfo(**info)
 
 
-def run_ffmpeg(args: list[str], *, what: str, reason: str = "ffmpeg_failed") -> None:
-    """Run ffmpeg with ``args`` (no shell); raise StageFailure(reason) with its last error lines."""
+def run_ffmpeg(args: list[str], *, what: str, reason: str = "ffmpeg_failed") -> str:
+    """Run ffmpeg with ``args`` (no shell); raise StageFailure(reason) with its last error lines.
+
+    Returns:
+        ffmpeg's error output (errors it survived, such as damaged packets; see
+        :func:`decode_errors`).
+    """
     cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, errors="replace")
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
         raise StageFailure(reason, f"ffmpeg failed to {what}: {tail}")
+    return proc.stderr
+
+
+#: ffmpeg's line for a packet its decoder rejected: "Error while decoding stream #0:1: ..."
+#: (ffmpeg 4-6), "[vist#0:0/h264 @ 0x..] Decoding error: ..." or "... Error submitting packet
+#: to decoder: ..." (ffmpeg 7).
+_DECODE_ERROR = re.compile(r"Error while decoding stream #\d+:\d+"
+                           r"|\[[av]ist#\d+:\d+/[^\]]*\] (?:Decoding error"
+                           r"|Error submitting packet to decoder)")
+
+
+def decode_errors(stderr: str) -> list[str]:
+    """The lines of ffmpeg's error output that report a packet it could not decode."""
+    return [line for line in stderr.splitlines() if _DECODE_ERROR.search(line)]
 
 
 def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,

@@ -34,7 +34,7 @@ def manifest(tmp_path):
     (["--stage", ","], "--stage needs 'all' or a comma list"),
     (["--set", "download.nope=1"], "download.nope: Extra inputs are not permitted"),
     (["--workers", "0"], "--workers must be at least 1"),
-    (["--executor", "ray"], "not available yet: executor 'ray'"),
+    (["--ray-address", "auto"], "--ray-address is for --executor ray"),
     (["--stage", "download", "--force", "segment"], "--force segment: that stage is not part"),
 ])
 def test_build_usage_errors_exit_2_and_write_nothing(tmp_path, manifest, args, fragment):

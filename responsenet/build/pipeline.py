@@ -21,8 +21,9 @@ from responsenet.manifest import load_manifest
 
 def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
           config_path: str | Path | None = None, overrides: list[str] = (), workers: int = 1,
-          executor: str = "local", force: list[str] = (), retry_failed: bool = False,
-          progress: bool = True, console: Console | None = None) -> BuildReport:
+          executor: str = "local", ray_address: str | None = None, force: list[str] = (),
+          retry_failed: bool = False, progress: bool = True,
+          console: Console | None = None) -> BuildReport:
     """Run pipeline stages over a manifest into ``out``; return the report (also written to disk).
 
     Args:
@@ -31,8 +32,11 @@ def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
         stages: ``"all"`` or a comma list in any order (run in pipeline order).
         config_path: YAML config (``pipelines/default.yaml`` layout); None uses the defaults.
         overrides: ``stage.key=value`` strings applied after the YAML.
-        workers: processes for the local executor (1 runs in this process).
-        executor: executor name (``local``).
+        workers: processes for the local executor (1 runs in this process), or the CPUs of
+            the local Ray that the ``ray`` executor starts.
+        executor: executor name (``local`` or ``ray``).
+        ray_address: Ray cluster to join (``auto``, ``ray://host:10001``); None starts a local
+            Ray. Every node must see ``out`` at the same path (docs/scale-out.md).
         force: stages to redo along with every stage that depends on them.
         retry_failed: retry failures remembered from earlier runs.
         progress: show progress bars.
@@ -45,8 +49,8 @@ def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
     forced = parse_force(list(force), names)
     config = load_config(config_path, list(overrides))
     entries = load_manifest(manifest)
-    ws = Workspace(out)
-    runner_executor = make_executor(executor, workers)
+    ws = Workspace(Path(out).absolute())  # tasks may run where the working directory differs
+    runner_executor = make_executor(executor, workers, ray_address=ray_address)
     report = BuildReport(manifest=str(manifest), out=str(out), stages_requested=names,
                          config=config.model_dump(mode="json"))
     if not_yet:

@@ -71,6 +71,9 @@ class Stage:
         unit: ``source`` (one manifest row) or ``clip`` (one clip made by ``segment``).
         requires: names of the stages whose outputs this stage reads.
         Config: the stage's pydantic config model.
+        resources: what one task of the stage needs from a scheduler such as Ray: ``CPU``
+            (cores), ``GPU`` (devices), ``memory`` (bytes). The Ray executor adds one GPU when
+            the config says ``device: cuda`` and raises CPU to a config's ``threads``.
     """
 
     name: ClassVar[str]
@@ -78,6 +81,7 @@ class Stage:
     unit: ClassVar[Literal["source", "clip"]] = "source"
     requires: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[StageConfig]] = StageConfig
+    resources: ClassVar[dict[str, float]] = {"CPU": 1}
 
     def input_fingerprint(self, source: SourceEntry, config: Any) -> dict[str, Any]:
         """Extra facts about the item's inputs that should trigger a redo when they change."""

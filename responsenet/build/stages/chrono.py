@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -37,6 +37,7 @@ class ChronoStage(Stage):
     version = "1"
     unit = "clip"
     requires = ("segment", "separate", "transcribe")
+    resources: ClassVar[dict[str, float]] = {"CPU": 1}
     Config = ChronoConfig
 
     def run(self, ctx: StageContext) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -53,6 +53,7 @@ class CropStage(Stage):
     version = "1"
     unit = "clip"
     requires = ("segment",)
+    resources: ClassVar[dict[str, float]] = {"CPU": 1, "memory": 1.0 * 2**30}
     Config = CropConfig
 
     def run(self, ctx: StageContext) -> dict[str, Any]:

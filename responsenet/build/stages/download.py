@@ -15,14 +15,14 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
 from responsenet.build.stages.base import Stage, StageConfig, StageContext
 from responsenet.errors import StageFailure, UsageError
 from responsenet.manifest import SourceEntry
-from responsenet.media import MediaInfo, probe
+from responsenet.media import MediaInfo, UnreadableMedia, probe
 
 #: Sleep used between retries; tests replace it to record the delays instead of waiting.
 _sleep = time.sleep
@@ -179,15 +179,21 @@ def ytdlp_options(config: DownloadConfig, out_dir: Path, logger: _YtdlpLog,
     return opts
 
 
-def validate_media(path: Path, config: DownloadConfig, source_id: str) -> MediaInfo:
-    """Probe ``path`` and raise the StageFailure that says why it is unusable, if it is."""
+def validate_media(path: Path, config: DownloadConfig, source_id: str,
+                   origin: str | None = None) -> MediaInfo:
+    """Probe ``path`` and raise the StageFailure that says why it is unusable, if it is.
+
+    ``origin`` names the file in messages (the manifest's path or URL); default: ``path``'s name.
+    """
+    where = f"source {source_id}: {origin or path.name}"
+    if path.stat().st_size == 0:
+        raise StageFailure("corrupt_media", f"{where} is empty (0 bytes), expected a video file; "
+                           "an interrupted copy or download leaves such files: fetch it again")
     try:
         info = probe(path)
-    except StageFailure as e:
-        raise StageFailure("corrupt_media", f"source {source_id}: {path.name} is not readable "
-                           f"media ({e.message}); check that the URL or path points to a complete "
-                           "video file") from e
-    where = f"source {source_id}: {path.name}"
+    except UnreadableMedia as e:
+        raise StageFailure("corrupt_media", f"{where} is not readable media (ffprobe: "
+                           f"{e.detail}); check that it is a complete video file") from e
     if config.require_video and not info.has_video:
         raise StageFailure("no_video", f"{where} has no video stream, but a video with two faces "
                            "is needed; use a video source or set download.require_video=false")
@@ -288,6 +294,7 @@ class DownloadStage(Stage):
     version = "1"
     unit = "source"
     requires = ()
+    resources: ClassVar[dict[str, float]] = {"CPU": 1}
     Config = DownloadConfig
 
     def input_fingerprint(self, source: SourceEntry, config: DownloadConfig) -> dict[str, Any]:
@@ -308,7 +315,7 @@ class DownloadStage(Stage):
         else:
             info, meta = self._remote(ctx)
             path = _downloaded_file(info, ctx.out_dir, ctx.source.id)
-        media = validate_media(path, config, ctx.source.id)
+        media = validate_media(path, config, ctx.source.id, ctx.source.location)
         meta.update(file=path.name, probe=media.to_dict(), bytes=path.stat().st_size,
                     format_fallback=None if config.format else media.height < config.min_height)
         archive = _archive_path(config, ctx.root)

@@ -16,7 +16,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -75,6 +75,7 @@ class FaceStage(Stage):
     version = "1"
     unit = "clip"
     requires = ("crop",)
+    resources: ClassVar[dict[str, float]] = {"CPU": 1, "memory": 0.75 * 2**30}
     Config = FaceConfig
 
     def input_fingerprint(self, source, config: FaceConfig) -> dict[str, Any]:

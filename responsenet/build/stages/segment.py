@@ -18,7 +18,7 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from responsenet.build import cuts as cutmath
 from responsenet.build.stages.base import Stage, StageConfig, StageContext
 from responsenet.errors import StageFailure
-from responsenet.media import MediaInfo, probe, require_tool, run_ffmpeg
+from responsenet.media import MediaInfo, decode_errors, probe, require_tool, run_ffmpeg
 
 #: Thumbnail size (width, height) used for cut detection and luma measures.
 THUMB_SIZE = (64, 36)
@@ -51,6 +51,9 @@ class SegmentConfig(StageConfig):
     preset: Preset = "veryfast"
     black_luma: float = Field(24.0, ge=0, le=255, description="frame mean luma counted as black")
     silence_dbfs: float = Field(-50.0, le=0, description="frame RMS counted as silent, dBFS")
+    max_damaged_share: float = Field(0.01, ge=0, le=1, description="packets ffmpeg cannot "
+                                     "decode per frame of the range, above which the source is "
+                                     "corrupt_media")
 
     @property
     def min_frames(self) -> int:
@@ -95,15 +98,17 @@ class Decoded:
 
     thumbs: np.ndarray  # uint8 [T, 36, 64, 3], memory-mapped
     audio: np.ndarray  # int16 [N], mono
+    errors: list[str]  # ffmpeg's lines about packets it could not decode
 
 
 class SegmentStage(Stage):
     """Probe, decode, detect camera cuts and write frame-exact clips with quality measures."""
 
     name = "segment"
-    version = "2"
+    version = "3"
     unit = "source"
     requires = ("download",)
+    resources: ClassVar[dict[str, float]] = {"CPU": 1, "memory": 0.5 * 2**30}
     Config = SegmentConfig
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
@@ -118,6 +123,7 @@ class SegmentStage(Stage):
             _check_decoded(ctx.item_id, len(decoded.thumbs) / cfg.fps, "video", window.expected)
             _check_decoded(ctx.item_id, len(decoded.audio) / cfg.sample_rate, "audio",
                            window.expected)
+            _check_damage(ctx.item_id, decoded.errors, len(decoded.thumbs), cfg)
             distances = cutmath.frame_distances(decoded.thumbs)
             luma = cutmath.frame_luma(decoded.thumbs)
             cut_frames = cutmath.detect_cuts(distances, cfg.cut_threshold, cfg.min_gap_frames)
@@ -188,12 +194,12 @@ def _decode(src: Path, tmp: Path, window: Window, cfg: SegmentConfig, source_id:
             "-map", "[thumbs]", "-f", "rawvideo", "-fps_mode", "passthrough", str(thumbs),
             "-map", "0:a:0", "-af", f"aresample={cfg.sample_rate}:async=1:first_pts=0",
             "-ac", "1", "-c:a", "pcm_s16le", str(audio)]
-    run_ffmpeg(args, what=f"decode source {source_id}", reason="corrupt_media")
+    stderr = run_ffmpeg(args, what=f"decode source {source_id}", reason="corrupt_media")
     frame_bytes = width * height * 3
     n_frames = thumbs.stat().st_size // frame_bytes
     frames = (np.memmap(thumbs, dtype=np.uint8, mode="r", shape=(n_frames, height, width, 3))
               if n_frames else np.zeros((0, height, width, 3), np.uint8))
-    return Decoded(frames, _read_wav(audio))
+    return Decoded(frames, _read_wav(audio), decode_errors(stderr))
 
 
 def _check_decoded(source_id: str, decoded: float, what: str, expected: float) -> None:
@@ -202,6 +208,17 @@ def _check_decoded(source_id: str, decoded: float, what: str, expected: float) -
         raise StageFailure("corrupt_media", f"source {source_id}: expected {expected:.2f} s of "
                            f"{what}, decoded only {decoded:.2f} s (damaged or truncated file?); "
                            "download it again")
+
+
+def _check_damage(source_id: str, errors: list[str], n_frames: int,
+                  cfg: SegmentConfig) -> None:
+    """Raise ``corrupt_media`` when ffmpeg could not decode too many packets: it goes on past a
+    damaged stretch (grey or smeared pictures, clicks), so the length alone does not show it."""
+    if len(errors) > cfg.max_damaged_share * max(n_frames, 1):
+        raise StageFailure("corrupt_media", f"source {source_id}: ffmpeg could not decode "
+                           f"{len(errors)} packets of {n_frames / cfg.fps:.2f} s of media, more "
+                           f"than segment.max_damaged_share={cfg.max_damaged_share:g} per frame "
+                           f"(first: {errors[0].strip()}); the file is damaged, download it again")
 
 
 def _too_short(source_id: str, n_frames: int, cut_frames: list[int],
@@ -236,6 +253,7 @@ def _write_clip(ctx: StageContext, decoded: Decoded, luma: np.ndarray, info: Med
         "silent_fraction": round(float(np.mean(frame_db < cfg.silence_dbfs)), 4),
         "source_fps": info.fps, "source_variable_fps": info.variable_fps,
         "source_width": info.width, "source_height": info.height,
+        "source_rotation": info.rotation,
     }
     seconds = window.seconds_at(cfg.fps)
     return {"clip_id": clip_id, "index": index, "start": seconds(start_frame),

@@ -10,7 +10,7 @@ channel gets a Silero VAD mask and leakage/SNR estimates. See docs/stages/separa
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -46,6 +46,7 @@ class SeparateStage(Stage):
     version = "1"
     unit = "clip"
     requires = ("segment", "face")
+    resources: ClassVar[dict[str, float]] = {"CPU": 1, "GPU": 0}
     Config = SeparateConfig
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def separate_clip(ctx: StageContext, cfg: SeparateConfig, mixture: np.ndarray, r
                              threshold=cfg.vad_threshold)
     if not mix_speech.any():
         raise StageFailure("no_speech", f"clip {ctx.item_id}: the mixture holds no speech "
-                           "(Silero VAD found none); nothing to separate")
+                           f"(Silero VAD found none; {_level(mixture)}); nothing to separate")
     settings = GateSettings(cfg.gate_threshold, cfg.gate_dominance, cfg.gate_min_gap_s,
                             cfg.gate_pad_s, cfg.gate_ramp_s)
     gate = avgate(mixture, openings, mix_speech, fps, rate, settings)
@@ -106,6 +107,14 @@ def separate_clip(ctx: StageContext, cfg: SeparateConfig, mixture: np.ndarray, r
         "overlap_seconds": round(float(both.sum() / fps), 3),
         "mixture_speech_seconds": round(float(mix_speech.sum() / fps), 3),
         "tracks": meta_tracks, "gains": "gains.npy"}
+
+
+def _level(mixture: np.ndarray) -> str:
+    """The mixture's loudness in words, for a no_speech message: silence and noise differ."""
+    rms = float(np.sqrt(np.mean(np.square(mixture, dtype=np.float64)))) if mixture.size else 0.0
+    if rms < 1e-5:
+        return "the audio is silent"
+    return f"its level is {20 * np.log10(rms):.1f} dBFS: sound, but not speech"
 
 
 def _round(value: float) -> float | None:

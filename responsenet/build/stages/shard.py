@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -54,6 +54,7 @@ class ShardStage(Stage):
     version = "1"
     unit = "clip"
     requires = ("segment", "crop", "face", "separate", "transcribe", "chrono")
+    resources: ClassVar[dict[str, float]] = {"CPU": 1}
     Config = ShardConfig
 
     def run(self, ctx: StageContext) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -107,6 +107,7 @@ class TranscribeStage(Stage):
     version = "1"
     unit = "clip"
     requires = ("separate",)
+    resources: ClassVar[dict[str, float]] = {"CPU": 1, "GPU": 0}
     Config = TranscribeConfig
 
     def input_fingerprint(self, source, config: TranscribeConfig) -> dict[str, Any]:
