@@ -11,13 +11,23 @@ Clips whose shard output is missing or older than their inputs are left out and 
 ``excluded`` in dataset.json with the stage and reason that stopped them. Rows go to the split of
 ``splits/{split}.txt`` when such files exist, else to ``unsplit``. ``history`` is filled here,
 from the turns of the earlier clips of the same source in the corpus. New ``shards/`` and
-``media/`` trees are written beside the old ones and renamed into place, dataset.json last, so
+``media/`` trees are written beside the old ones, flushed to disk (fsync) and renamed into place,
+``media/`` first (so a row never points at media that are not there yet), dataset.json last, so
 no reader sees a partial file; the same inputs give the same bytes, and an unchanged corpus is
-left untouched.
+left untouched. A kill at any moment leaves the old corpus or the new one (or, between the
+renames, the new media beside the old shards); the next build removes the temporary trees. A
+write error of the machine (disk full, read-only, not writable) raises
+:class:`~responsenet.build.workspace.OutputWriteError` and leaves the old corpus as it was.
+
+Clip ids, media names and split names become paths under the root: a clip with an unsafe id
+or media name is left out, and an unsafe split file name is refused, so nothing is written
+outside the root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import time
@@ -39,13 +49,23 @@ from responsenet.build.stages.shard import (
     ShardConfig,
     link_or_copy,
 )
-from responsenet.build.workspace import Workspace, read_json, write_json_atomic
+from responsenet.build.workspace import (
+    OutputWriteError,
+    Workspace,
+    fsync_dir,
+    fsync_tree,
+    read_json,
+    safe_name_problem,
+    stage_json,
+    write_error,
+)
+from responsenet.errors import UsageError
 from responsenet.hashing import checksum_tree, sha256_file
 from responsenet.manifest import SourceEntry
 from responsenet.schema import tracks_schema
 from responsenet.shards import read_tracks, string_columns
 
-_STALE = re.compile(r"^\.(shards|media)\.(tmp|trash)-[0-9a-f]{12}$")
+_STALE = re.compile(r"^\.(shards|media|dataset\.json)\.(tmp|trash)-[0-9a-f]{12}$")
 
 
 @dataclass
@@ -89,9 +109,22 @@ def assemble(root: str | Path, entries: list[SourceEntry], config: Mapping[str, 
 
     Returns:
         Counts, written shard paths (root-relative), the excluded clips and timing.
+
+    Raises:
+        OutputWriteError: the disk is full, read-only or not writable; the old corpus is kept.
+        UsageError: a ``splits/*.txt`` file name is not a safe split name.
     """
+    try:
+        return _assemble(Path(root), entries, config, settings or ShardConfig())
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        raise (write_error(e, root, "corpus assembly: ") or e) from e
+
+
+def _assemble(root: Path, entries: list[SourceEntry], config: Mapping[str, Any],
+              settings: ShardConfig) -> AssemblyResult:
     started = time.perf_counter()
-    root, settings = Path(root), settings or ShardConfig()
     ws = Workspace(root)
     _remove_stale(root)
     clips, excluded = collect(ws, entries)
@@ -114,8 +147,9 @@ def assemble(root: str | Path, entries: list[SourceEntry], config: Mapping[str, 
         card = dataset_card(config, report, excluded, checksums)
         changed = not _unchanged(root, card, new_shards)
         if changed:
-            _swap(root, {"shards": new_shards, "media": new_media})
-            write_json_atomic(root / "dataset.json", card)
+            fsync_tree(new_media)
+            fsync_tree(new_shards)
+            _publish(root, {"media": new_media, "shards": new_shards}, card)
     finally:
         for tmp in (new_shards, new_media):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -142,9 +176,13 @@ def collect(ws: Workspace, entries: list[SourceEntry]) -> tuple[list[ClipShard],
                              **_why_missing(ws, entry.id, None)})
             continue
         for clip in segment["meta"].get("clips", []):
-            clip_id = clip["clip_id"]
-            shard = ws.read_result("clip", clip_id, "shard")
-            if (shard is not None and not _first_failure(ws, entry.id, clip_id)
+            clip_id = clip.get("clip_id")
+            shard = None if safe_name_problem(clip_id) else ws.read_result("clip", clip_id,
+                                                                            "shard")
+            unsafe = _unsafe_names(clip_id, shard)
+            if unsafe is not None:
+                excluded.append({"source_id": entry.id, "clip_id": str(clip_id), **unsafe})
+            elif (shard is not None and not _first_failure(ws, entry.id, clip_id)
                     and _fresh(ws, entry.id, clip_id, shard["meta"])):
                 meta = shard["meta"]
                 clips.append(ClipShard(clip_id, entry.id, int(meta["index"]),
@@ -155,6 +193,19 @@ def collect(ws: Workspace, entries: list[SourceEntry]) -> tuple[list[ClipShard],
                 excluded.append({"source_id": entry.id, "clip_id": clip_id,
                                  **_why_missing(ws, entry.id, clip_id)})
     return sorted(clips, key=lambda c: c.clip_id), excluded
+
+
+def _unsafe_names(clip_id: Any, shard: dict[str, Any] | None) -> dict[str, str] | None:
+    """Why the clip's id or a media name of its shard output cannot name a path, or None."""
+    if (why := safe_name_problem(clip_id)) is not None:
+        return {"stage": "segment", "reason": "bad_input",
+                "message": f"clip id {why}; run segment again (--force segment)"}
+    for name in (shard or {}).get("meta", {}).get("media", {}):
+        if (why := safe_name_problem(name)) is not None:
+            return {"stage": "shard", "reason": "bad_input",
+                    "message": f"clip {clip_id}: media name {why}; run shard again "
+                               "(--force shard)"}
+    return None
 
 
 def _fresh(ws: Workspace, source_id: str, clip_id: str, meta: dict[str, Any]) -> bool:
@@ -365,18 +416,32 @@ def _files(folder: Path) -> list[str]:
     return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
 
 
-def _swap(root: Path, new: Mapping[str, Path]) -> None:
-    """Rename each new tree into place; the old ones are removed after."""
-    trash = []
-    for name, tmp in new.items():
-        final = root / name
-        if final.exists():
-            old = root / f".{name}.trash-{uuid.uuid4().hex[:12]}"
-            final.rename(old)
-            trash.append(old)
-        tmp.rename(final)
-    for old in trash:
-        shutil.rmtree(old, ignore_errors=True)
+def _publish(root: Path, trees: Mapping[str, Path], card: dict[str, Any]) -> None:
+    """Rename each new tree into place in the order given, then dataset.json (prepared first,
+    so a full disk cannot stop it half-way); on an error every rename done is undone."""
+    staged = stage_json(root / "dataset.json", card)
+    done: list[tuple[Path, Path]] = []  # renames made, (from, to)
+    try:
+        for name, tmp in trees.items():
+            final = root / name
+            if final.exists():
+                old = root / f".{name}.trash-{uuid.uuid4().hex[:12]}"
+                final.rename(old)
+                done.append((final, old))
+            tmp.rename(final)
+            done.append((tmp, final))
+        os.replace(staged, root / "dataset.json")
+        fsync_dir(root)
+    except BaseException:
+        for src, dst in reversed(done):
+            with contextlib.suppress(OSError):
+                dst.rename(src)
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        raise
+    for _, dst in done:
+        if ".trash-" in dst.name:
+            shutil.rmtree(dst, ignore_errors=True)
 
 
 def _remove_stale(root: Path) -> None:
@@ -389,9 +454,15 @@ def _remove_stale(root: Path) -> None:
 
 
 def read_split_files(root: str | Path) -> dict[str, str]:
-    """``splits/{split}.txt`` as clip id -> split (empty without split files)."""
+    """``splits/{split}.txt`` as clip id -> split (empty without split files).
+
+    Raises:
+        UsageError: a file's name is not a safe split name (it names a folder in shards/).
+    """
     out = {}
     for path in sorted((Path(root) / "splits").glob("*.txt")):
+        if (why := safe_name_problem(path.stem)) is not None:
+            raise UsageError(f"{path}: split name {why}; rename the file")
         for line in path.read_text(encoding="utf-8").splitlines():
             clip_id = line.strip()
             if clip_id and not clip_id.startswith("#"):

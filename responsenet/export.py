@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from responsenet import FORMAT_VERSION
 from responsenet.errors import UsageError
 from responsenet.hashing import sha256_file
+from responsenet.manifest import is_safe_name
 from responsenet.schema import (
     BLENDSHAPE_NAMES,
     FRAME_WIDTHS,
@@ -153,6 +154,12 @@ def _export_track(root: Path, tmp: Path, table: pa.Table, i: int, media: str,
     quality = row["quality"] or {}
     record.update({name: _f32(quality.get(name)) for name in QUALITY_FIELDS})
     split, role, clip_id = row["split"], row["role"], row["clip_id"]
+    unsafe = [f"{name} {value!r}" for name, value in (("split", split), ("role", role),
+                                                     ("clip_id", clip_id))
+              if not is_safe_name(value)]
+    if unsafe:
+        raise UsageError(f"{root}: a row has {', '.join(unsafe)}, not a safe file name; the "
+                         "export would write outside --out. Run `responsenet validate` on it")
 
     def rel(modality: str) -> str:
         return f"{split}/{modality}/{role}/{clip_id}.{_EXTENSIONS[modality]}"

@@ -26,6 +26,13 @@ Panel = Literal["left", "right", "top", "bottom", "main", "inset"]
 Role = Literal["speaker", "listener"]
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_safe_name(text: object) -> bool:
+    """True when ``text`` can be a file or folder name under an output root: 1-128 ASCII
+    letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'. Source ids,
+    clip ids and split names must be; every output path built from them relies on it."""
+    return isinstance(text, str) and bool(SAFE_ID.match(text)) and ".." not in text
 FIELDS = ("id", "url", "path", "start", "end", "layout", "roles", "participants", "topic",
           "language", "license")
 #: Fields whose value must be text (numbers are taken as text for ``id`` only).

@@ -47,7 +47,8 @@ def tracks_table(rows: Iterable[Mapping[str, Any] | TrackRecord]) -> pa.Table:
 
 def write_tracks(rows: Iterable[Mapping[str, Any] | TrackRecord], path: str | Path,
                  row_group_size: int = 2) -> Path:
-    """Write a Parquet tracks shard atomically (temporary file, then ``os.replace``).
+    """Write a Parquet tracks shard atomically (temporary file in the same folder, fsync, then
+    ``os.replace``): a reader sees the old file or the whole new one, even after a crash.
 
     Args:
         rows: as for ``tracks_table``.
@@ -68,11 +69,20 @@ def write_tracks(rows: Iterable[Mapping[str, Any] | TrackRecord], path: str | Pa
                               use_dictionary=True) as writer:
             for start, stop in _clip_groups(table.column("clip_id").to_pylist(), row_group_size):
                 writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_tracks(path: str | Path, columns: Sequence[str] | None = None,

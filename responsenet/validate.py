@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from responsenet import FORMAT_VERSION
 from responsenet.hashing import sha256_file
+from responsenet.manifest import is_safe_name
 from responsenet.schema import (
     FRAME_FIELDS,
     MEDIA_KINDS,
@@ -208,7 +209,9 @@ def _row_problems(rel: str, row: dict[str, Any], lengths: dict[str, int | None],
     nulls = [f"{where}: {name} is null" for name in _REQUIRED if row[name] is None]
     if nulls:
         return nulls
-    problems = []
+    problems = [f"{where}: {name} {row[name]!r} is not a safe file name (1-128 ASCII letters, "
+                "digits, '.', '_', '-'; no '/' or '..'): paths are made of it"
+                for name in ("clip_id", "split") if not is_safe_name(row[name])]
     if row["role"] not in ROLES:
         problems.append(f"{where}: role must be one of {', '.join(ROLES)}")
     if row["panel"] is not None and row["panel"] not in PANELS:

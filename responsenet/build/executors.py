@@ -8,10 +8,12 @@ the build folder, which every worker must see at the same path.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -50,16 +52,47 @@ class SerialExecutor:
 
 
 class LocalExecutor:
-    """A pool of ``workers`` processes; the pool is kept for the whole build."""
+    """A pool of ``workers`` processes; the pool is kept for the whole build.
+
+    A worker that dies (killed, out of memory, a crash in native code) breaks the whole pool and
+    every task in flight. The pool is then started again and each of those tasks is re-run on its
+    own: the one that kills its worker again is recorded as ``worker_crashed``; the others finish
+    normally.
+    """
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # forkserver: workers fork from a clean server process, not from this one, which may
+        # already hold threads (OpenMP, CTranslate2, progress bars) that a forked child would
+        # inherit in a locked state and hang on
+        return ProcessPoolExecutor(max_workers=self.workers,
+                                   mp_context=multiprocessing.get_context("forkserver"))
+
+    def _restart(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
 
     def map_unordered(self, fn, tasks):
-        futures = [self._pool.submit(fn, task) for task in tasks]
+        futures = {self._pool.submit(fn, task): task for task in tasks}
+        broken = []
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                broken.append(futures[future])
+        for task in broken:  # one at a time, so the task that kills its worker is known
+            self._restart()
+            try:
+                yield self._pool.submit(fn, task).result()
+            except BrokenProcessPool:
+                yield lost_task_outcome(task, "worker_crashed", "its worker process died (killed, "
+                                        "out of memory, or a crash in native code) twice, the "
+                                        "second time running this task alone")
+        if broken:
+            self._restart()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

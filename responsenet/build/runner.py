@@ -3,6 +3,15 @@
 For each stage in pipeline order, the runner lists the items (sources, or the clips that
 ``segment`` made), skips those whose recorded fingerprint matches, hands the rest to an
 executor, and records every outcome. A failure stops only that item; every other item goes on.
+
+The exception is a write error of the machine (disk full, read-only file system, build folder
+not writable: :class:`~responsenet.build.workspace.OutputWriteError`). Every later item would
+meet it too, so the runner records it for the item and stops the build by raising it; the
+message names the path, the errno and the fix. Finished outputs are untouched and the next run
+resumes (the item's ``disk_full`` / ``read_only`` / ``permission_denied`` failure is retried).
+
+Item ids become folder names: a source id or a clip id that is not a safe file name (``../x``,
+``a/b``) is refused, so no output lands outside the build folder.
 """
 
 from __future__ import annotations
@@ -21,7 +30,14 @@ from responsenet.build.report import BuildReport, StageCounts
 from responsenet.build.stages import stages as stage_registry
 from responsenet.build.stages.base import StageResult
 from responsenet.build.tasks import TRANSIENT_REASONS, Task, TaskOutcome, execute_task, fingerprint
-from responsenet.build.workspace import Workspace, read_json
+from responsenet.build.workspace import (
+    OutputWriteError,
+    Workspace,
+    read_json,
+    safe_name_problem,
+    write_error,
+)
+from responsenet.errors import UsageError
 from responsenet.manifest import SourceEntry
 
 
@@ -61,12 +77,26 @@ class Runner:
         self.partial_sources: set[str] = set()
 
     def run(self, report: BuildReport) -> BuildReport:
+        """Run every stage over every item; fill and return ``report``.
+
+        Raises:
+            UsageError: a source id is not a safe file name.
+            OutputWriteError: a write failed because of the machine; the build stopped.
+        """
+        for entry in self.entries:
+            if (why := safe_name_problem(entry.id)) is not None:
+                raise UsageError(f"source id {why}")
         report.items = {e.id: "ok" for e in self.entries}
         with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.console,
                       disable=not self.progress) as bar:
-            for name in self.stage_names:
-                report.stages[name] = self._run_stage(name, report, bar)
+            try:
+                for name in self.stage_names:
+                    report.stages[name] = self._run_stage(name, report, bar)
+            except OutputWriteError:
+                raise
+            except OSError as e:  # --force's discard, or another write of the runner itself
+                raise (write_error(e, self.ws.root) or e) from e
         for source_id in self.partial_sources:
             report.items[source_id] = "partial"
         for source_id in self.failed_sources:
@@ -91,8 +121,14 @@ class Runner:
                            "missing_input", f"source {entry.id} has no segment output; "
                            f"run with --stage segment,{stage_cls.name}")
                 continue
-            items += [Item("clip", clip["clip_id"], entry) for clip in result["meta"]["clips"]
-                      if clip["clip_id"] not in self.failed_clips]
+            clip_ids = [clip.get("clip_id") for clip in result["meta"].get("clips", [])]
+            unsafe = next((why for c in clip_ids if (why := safe_name_problem(c))), None)
+            if unsafe is not None:
+                self._fail(report, Item("source", entry.id, entry), stage_cls.name, "bad_input",
+                           f"source {entry.id}: its segment result lists a clip id {unsafe}; "
+                           "run segment again (--force segment)")
+                continue
+            items += [Item("clip", c, entry) for c in clip_ids if c not in self.failed_clips]
         return items
 
     def _inputs(self, item: Item, stage_cls: type) -> dict[str, StageResult] | str:
@@ -165,6 +201,8 @@ class Runner:
             return
         counts.failed += 1
         self._fail(report, item, outcome.stage, outcome.reason, outcome.message)
+        if outcome.error is not None:
+            raise outcome.error  # the machine's problem: every later item would fail the same
 
     def _fail(self, report: BuildReport, item: Item, stage: str, reason: str, message: str,
               cached: bool = False) -> None:

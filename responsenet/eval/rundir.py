@@ -24,11 +24,17 @@ import numpy as np
 from responsenet.chrono import plain_text
 from responsenet.errors import UsageError
 from responsenet.eval.harness import ClipRun
+from responsenet.manifest import is_safe_name
 from responsenet.media import require_tool
 from responsenet.wavio import read_wav, write_wav
 
 
 def clip_dir(run: Path, clip_id: str) -> Path:
+    """``run/clips/{clip_id}``; a clip id that is not a safe file name is refused (it comes from
+    the corpus, which may not be ours)."""
+    if not is_safe_name(clip_id):
+        raise UsageError(f"clip id {clip_id!r} is not a safe file name; the run folder would "
+                         "reach outside RUN/clips. Run `responsenet validate` on the corpus")
     return run / "clips" / clip_id
 
 
