@@ -202,13 +202,14 @@ def wait_for_assembly(proc: subprocess.Popen, out: Path, timeout: float) -> None
 
 
 def kill_trial(ref: Reference, out: Path, *, delay: float | None = None,
-               in_assembly: float | None = None, extra: tuple[str, ...] = ()) -> str:
+               in_assembly: float | None = None, extra: tuple[str, ...] = ()
+               ) -> tuple[str, list[str]]:
     """Kill a build of ``ref`` after ``delay`` s (or ``in_assembly`` s after its corpus assembly
     began), check what is visible, build again to completion and compare with ``ref``.
     ``extra`` arguments go to both builds.
 
     Returns:
-        Where the kill landed, for the test's log.
+        ``(where the kill landed, problems)``; ``problems`` is empty when everything held.
     """
     proc = start_build(ref, out, extra)
     try:
@@ -225,24 +226,26 @@ def kill_trial(ref: Reference, out: Path, *, delay: float | None = None,
         if proc.poll() is None:
             kill(proc)
     landed = progress(out) if killed else "finished before the kill"
-    assert visible_problems(out) == [], f"after a kill ({landed})"
+    problems = [f"visible after the kill: {p}" for p in visible_problems(out)]
     done = subprocess.run(build_cmd(ref.manifest, out, extra), capture_output=True, text=True,
                           timeout=600)
-    assert done.returncode == 0, f"re-run after a kill ({landed}):\n{done.stderr[-4000:]}"
-    assert snapshot(out) == ref.corpus, f"corpus differs after a kill ({landed})"
-    assert validate_root(out) == []
-    leftovers = [str(p.relative_to(out)) for p in out.rglob("*")
+    if done.returncode != 0:
+        return landed, [*problems, f"re-run exited {done.returncode}:\n{done.stderr[-4000:]}"]
+    if snapshot(out) != ref.corpus:
+        problems.append("the corpus differs from the uninterrupted build's")
+    problems += [f"invalid after the re-run: {p}" for p in validate_root(out)]
+    problems += [f"left over: {p.relative_to(out)}" for p in out.rglob("*")
                  if any(m in p.name for m in (".tmp-", ".trash-", ".part"))]
-    assert leftovers == [], f"after a kill ({landed})"
-    return landed
+    return landed, problems
 
 
 def test_kill_anywhere_then_resume_gives_the_same_corpus(reference, tmp_path):
     """3 kills: one drawn in each third of an uninterrupted build's duration."""
     delays = kill_points(3, reference.seconds, seed=20250101)
-    log = [f"{d:5.2f} s: {kill_trial(reference, tmp_path / f'k{i}', delay=d)}"
-           for i, d in enumerate(delays)]
-    print(f"reference build {reference.seconds:.1f} s; kills:\n" + "\n".join(log))
+    trials = {d: kill_trial(reference, tmp_path / f"k{i}", delay=d) for i, d in enumerate(delays)}
+    print(f"reference build {reference.seconds:.1f} s; kills:\n"
+          + "\n".join(f"{d:5.2f} s: {landed}" for d, (landed, _) in trials.items()))
+    assert {d: problems for d, (_, problems) in trials.items()} == {d: [] for d in delays}
 
 
 #: Slow trials: 20 timed kills in 4 chunks (each chunk one test, under the per-test timeout),
@@ -255,24 +258,26 @@ SLOW_TRIALS, SLOW_CHUNKS = 20, 4
 @pytest.mark.parametrize("chunk", range(SLOW_CHUNKS))
 def test_many_kills_then_resume_give_the_same_corpus(reference_cut, tmp_path, chunk):
     delays = kill_points(SLOW_TRIALS, reference_cut.seconds, seed=7)[chunk::SLOW_CHUNKS]
-    log = [f"{d:5.2f} s: {kill_trial(reference_cut, tmp_path / f'k{i}', delay=d)}"
-           for i, d in enumerate(delays)]
+    trials = {f"{d:5.2f} s": kill_trial(reference_cut, tmp_path / f"k{i}", delay=d)
+              for i, d in enumerate(delays)}
     after = float(np.random.default_rng([7, chunk]).uniform(0, 0.03))
-    landed = kill_trial(reference_cut, tmp_path / "assembly", in_assembly=after)
-    log.append(f"assembly start + {after:.3f} s: {landed}")
-    print(f"reference build {reference_cut.seconds:.1f} s; kills:\n" + "\n".join(log))
+    trials[f"assembly start + {after:.3f} s"] = kill_trial(
+        reference_cut, tmp_path / "assembly", in_assembly=after)
+    print(f"reference build {reference_cut.seconds:.1f} s; kills:\n"
+          + "\n".join(f"{when}: {landed}" for when, (landed, _) in trials.items()))
+    assert {when: problems for when, (_, problems) in trials.items()} == {w: [] for w in trials}
 
 
 @pytest.mark.slow
 def test_kills_while_a_corpus_is_replaced(reference_cut, tmp_path):
     """A config change rebuilds the corpus over the old one; 8 kills inside that assembly."""
-    log = []
+    trials = {}
     for i, after in enumerate(np.linspace(0.0, 0.035, 8)):
         out = copy_build(reference_cut, tmp_path / f"r{i}")
-        landed = kill_trial(reference_cut, out, in_assembly=float(after),
-                            extra=("--set", "shard.link_media=false"))
-        log.append(f"assembly start + {after:.3f} s: {landed}")
-    print("\n".join(log))
+        trials[f"assembly start + {after:.3f} s"] = kill_trial(
+            reference_cut, out, in_assembly=float(after), extra=("--set", "shard.link_media=false"))
+    print("\n".join(f"{when}: {landed}" for when, (landed, _) in trials.items()))
+    assert {when: problems for when, (_, problems) in trials.items()} == {w: [] for w in trials}
 
 
 # --- write errors -------------------------------------------------------------------------------
@@ -367,32 +372,46 @@ def write_count(reference, tmp_path_factory) -> int:
     return len(disk.calls)
 
 
-def fault_case(ref: Reference, out: Path, code: int, nth: int, sticky: bool) -> None:
-    """One faulted rebuild of a copy of ``ref``: the error, the old corpus, then a clean run."""
+def fault_case(ref: Reference, out: Path, code: int, nth: int, sticky: bool) -> list[str]:
+    """One faulted rebuild of a copy of ``ref``: the error, the old corpus, then a clean run.
+
+    Returns:
+        What did not hold (empty when the fault was handled as it should be).
+    """
     copy_build(ref, out)
     before = (out / "dataset.json").read_bytes()
     with pytest.MonkeyPatch.context() as mp:
         disk = FaultyDisk(out, code, nth, sticky).install(mp)
-        with pytest.raises(OutputWriteError) as caught:
+        try:
             rebuild(ref, out)
-    error = caught.value
-    where = f"fault {errno.errorcode[code]} at write {nth}/{disk.failed}"
-    assert isinstance(error, UsageError), where
-    assert error.errno == code, where
-    assert os.strerror(code) in str(error) and errno.errorcode[code] in str(error), where
-    assert error.filename in disk.raised, where  # the path of a fault raised, not swallowed
-    assert str(error.filename) in str(error), where
-    assert "run the same command again" in str(error), where
-    assert validate_root(out) == [], where
-    assert snapshot(out) == ref.corpus, where
+        except OutputWriteError as e:
+            error = e
+        else:
+            return [f"fault {errno.errorcode[code]} at write {nth}: the build did not stop"]
+    text = str(error)
+    checks = {
+        "is a UsageError": isinstance(error, UsageError),
+        "carries the errno": error.errno == code,
+        "names the errno": os.strerror(code) in text and errno.errorcode[code] in text,
+        "names a path the fault was raised for": error.filename in disk.raised
+        and str(error.filename) in text,
+        "says to run again": "run the same command again" in text,
+        "old corpus still valid": validate_root(out) == [],
+        "old corpus unchanged": snapshot(out) == ref.corpus,
+    }
     after = (out / "dataset.json").read_bytes()
-
     report = rebuild(ref, out)  # the disk is fine again
-    assert report.succeeded == len(report.items), where
-    assert validate_root(out) == [], where
-    assert snapshot(out) == ref.corpus, where
-    assert after in (before, (out / "dataset.json").read_bytes()), where
-    assert [p for p in out.rglob("*") if ".tmp-" in p.name or ".trash-" in p.name] == [], where
+    checks.update({
+        "re-run succeeds": report.succeeded == len(report.items),
+        "re-run corpus valid": validate_root(out) == [],
+        "re-run corpus equal": snapshot(out) == ref.corpus,
+        "dataset.json old or new, never a third": after in (before,
+                                                             (out / "dataset.json").read_bytes()),
+        "no temporary leftovers": not [p for p in out.rglob("*")
+                                       if ".tmp-" in p.name or ".trash-" in p.name],
+    })
+    where = f"fault {errno.errorcode[code]} at write {nth}/{disk.failed}"
+    return [f"{where}: {name}" for name, ok in checks.items() if not ok]
 
 
 @pytest.mark.parametrize("code, sticky", [(errno.ENOSPC, True), (errno.EROFS, False),
@@ -400,16 +419,18 @@ def fault_case(ref: Reference, out: Path, code: int, nth: int, sticky: bool) -> 
 def test_write_error_stops_the_build_keeps_the_corpus_and_a_rerun_completes(
         reference, write_count, tmp_path, code, sticky):
     """The first write (the lock file), one in the middle and the last one."""
-    for nth in sorted({1, write_count // 2, write_count}):
-        fault_case(reference, tmp_path / f"w{nth}", code, nth, sticky)
+    problems = [p for nth in sorted({1, write_count // 2, write_count})
+                for p in fault_case(reference, tmp_path / f"w{nth}", code, nth, sticky)]
+    assert problems == []
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("code, sticky", [(errno.ENOSPC, True), (errno.ENOSPC, False),
                                           (errno.EROFS, False), (errno.EACCES, False)])
 def test_write_error_at_every_write(reference, write_count, tmp_path, code, sticky):
-    for nth in range(1, write_count + 1):
-        fault_case(reference, tmp_path / f"w{nth}", code, nth, sticky)
+    problems = [p for nth in range(1, write_count + 1)
+                for p in fault_case(reference, tmp_path / f"w{nth}", code, nth, sticky)]
+    assert problems == []
 
 
 def test_cli_names_the_path_and_the_errno_without_a_traceback(reference, write_count,
