@@ -198,7 +198,10 @@ def load_model(spec: str, args: dict[str, Any] | None = None,
 def _target(spec: str) -> Any:
     from responsenet.eval.baselines import BASELINES
 
-    if ":" not in spec and spec in BASELINES:
+    if ":" not in spec:
+        if spec not in BASELINES:
+            raise UsageError(f"--model expects pkg.module:Class or a baseline name: "
+                             f"{BASELINES.unknown_message(spec)}")
         return BASELINES.get(spec)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:

@@ -81,7 +81,7 @@ def score_run(run_dir: str | Path, names: list[str], *, strict: bool = False,
                                          "n_scored": len(clips)},
         "mode": meta["mode"], "seed": meta["seed"], "device": ctx.device,
         "metric_params": ctx.params,
-        "versions": _versions(), "assets": _asset_sums(ctx.used_assets, names),
+        "versions": _versions(), "assets": _asset_sums(ctx.used_assets),
         "failures": [r for r in rows if r["status"] != "ok"],
     }
     write_json(run_dir / "results.json", results)
@@ -111,7 +111,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _asset_sums(used: dict[str, Path], names: list[str]) -> dict[str, dict[str, str]]:
+def _asset_sums(used: dict[str, Path]) -> dict[str, dict[str, str]]:
     """sha256 of every file of every asset a metric loaded."""
     from responsenet.assets_catalog import ASSETS
 
@@ -119,7 +119,6 @@ def _asset_sums(used: dict[str, Path], names: list[str]) -> dict[str, dict[str, 
     for name, folder in sorted(used.items()):
         files = ASSETS.get(name).files
         out[name] = {f: sha256_file(folder / f) for f in files if (folder / f).is_file()}
-    del names
     return out
 
 

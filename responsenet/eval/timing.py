@@ -31,7 +31,7 @@ def summarize(runs: Sequence[ClipRun], chunk_frames: int, batch_clips: int) -> d
     steps = np.array([s for r in runs for s in r.step_seconds], np.float64)
     overhead = np.array([s for r in runs for s in r.overhead_seconds], np.float64)
     model_seconds = float(sum(sum(r.share_seconds) for r in runs))
-    frames = sum(len(r.share_seconds) and r.n_frames for r in runs if r.ok)
+    frames = sum(r.n_frames for r in runs if r.ok)
     conversation = sum(r.n_frames / r.fps for r in runs if r.ok)
     firsts = [r.step_seconds[0] for r in runs if r.step_seconds]
     fps = runs[0].fps if runs else 25.0

@@ -56,13 +56,13 @@ def default_checkpoint(data: str | Path, name: str) -> Path:
 
 def load_baseline(name: str, corpus: str | Path | None = None, seed: int = 0,
                   **model_args: Any) -> Any:
-    """Build the baseline registered as ``name`` (UsageError with did-you-mean when unknown)."""
-    cls = BASELINES.get(name)
-    try:
-        return cls.from_args(corpus=corpus, seed=seed, **model_args)  # type: ignore[attr-defined]
-    except TypeError as e:
-        raise UsageError(f"cannot build baseline {name!r} with --model-args {model_args}: "
-                         f"{e}") from e
+    """Build the baseline registered as ``name`` (UsageError with did-you-mean when unknown),
+    the way ``responsenet eval --model NAME`` does."""
+    from responsenet.eval.protocol import load_model
+
+    if ":" in name:
+        raise UsageError(f"{name!r} is an import path, not a baseline name")
+    return load_model(name, model_args, defaults={"corpus": corpus, "seed": seed})
 
 
 def train_baseline(name: str, data: str | Path, out: str | Path | None = None,
