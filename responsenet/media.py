@@ -28,6 +28,18 @@ def require_tool(name: str) -> str:
     return found
 
 
+
+def x264_threads(threads: int) -> list[str]:
+    """ffmpeg output options that make libx264 encode the same bytes on every run.
+
+    x264's output depends on its thread count, so a fixed count replaces "auto" (which follows
+    the CPUs the process may use: a Ray worker, a container and a laptop differ). Its threaded
+    lookahead (``sync-lookahead``, on whenever threads > 1 and the preset looks ahead) makes the
+    output depend on thread timing as well: under load the same command gave different bytes
+    from run to run, so it is turned off. Frame threads stay, so encodes still use the cores.
+    """
+    return ["-threads", str(threads), "-x264-params", "sync-lookahead=0"]
+
 @dataclass(frozen=True)
 class MediaInfo:
     """What ffprobe says about a media file.

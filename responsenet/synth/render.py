@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from responsenet.errors import StageFailure, UsageError
-from responsenet.media import require_tool
+from responsenet.media import require_tool, x264_threads
 from responsenet.synth.animate import FaceRig
 from responsenet.synth.faces import FACE_FRACTION, FacePhoto, landmark_box
 from responsenet.wavio import write_wav
@@ -235,7 +235,8 @@ def encode(path: str | Path, frames, size: tuple[int, int], fps: float, wav: Pat
     cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}", "-r", f"{fps}",
            "-i", "pipe:0", "-i", str(wav), "-map", "0:v:0", "-map", "1:a:0",
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", *x264_threads(2),
+           "-pix_fmt", "yuv420p",
            "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", str(path)]
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from responsenet.media import run_ffmpeg
+from responsenet.media import run_ffmpeg, x264_threads
 
 #: A turn on the frame grid: (participant index 0|1, start_frame, end_frame exclusive).
 FrameTurn = tuple[int, int, int]
@@ -224,7 +224,8 @@ def encode(out: Path, clips: list[Path], loops: list[int], graph: str, wav: Path
     for clip, extra in zip(clips, loops):
         args += ["-stream_loop", str(extra), "-i", str(clip)]
     args += ["-i", str(wav), "-filter_complex", graph, "-map", "[v]", "-map", f"{len(clips)}:a",
-             "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+             "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", *x264_threads(2),
+             "-pix_fmt", "yuv420p",
              "-g", str(max(n_frames, 1)), "-sc_threshold", "0",
              "-r", str(fps), "-fps_mode", "cfr",
              "-c:a", "aac", "-b:a", "64k", "-ar", str(sample_rate), "-ac", "1",

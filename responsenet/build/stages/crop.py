@@ -19,7 +19,7 @@ from responsenet import facetrack as ft
 from responsenet.build.stages.base import Stage, StageConfig, StageContext
 from responsenet.build.stages.face import model_file
 from responsenet.errors import StageFailure
-from responsenet.media import decode_frames, probe, require_tool
+from responsenet.media import decode_frames, probe, require_tool, x264_threads
 
 Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
 
@@ -43,6 +43,9 @@ class CropConfig(StageConfig):
     swap_ratio: float = Field(0.7, gt=0, le=1, description="crossed/straight distance for a swap")
     crf: int = Field(18, ge=0, le=51)
     preset: Preset = "veryfast"
+    encode_threads: int = Field(1, ge=1, le=16, description="x264 threads per track encoder "
+                                "(two run at once); fixed so output bytes do not depend on the "
+                                "machine")
     model_path: str | None = Field(None, description="face_landmarker.task; default: assets")
 
 
@@ -50,7 +53,7 @@ class CropStage(Stage):
     """Find the layout and the two faces of a clip; write one square face video per track."""
 
     name = "crop"
-    version = "1"
+    version = "2"
     unit = "clip"
     requires = ("segment",)
     resources: ClassVar[dict[str, float]] = {"CPU": 1, "memory": 1.0 * 2**30}
@@ -187,6 +190,7 @@ def _encoder(path: Path, size: int, fps: float, cfg: CropConfig, log: Path) -> s
     cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}", "-r", f"{fps}",
            "-i", "pipe:0", "-c:v", "libx264", "-preset", cfg.preset, "-crf", str(cfg.crf),
+           *x264_threads(cfg.encode_threads),
            "-pix_fmt", "yuv420p", "-an", str(path)]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=log.open("wb"))
 

@@ -26,7 +26,14 @@ from pydantic import Field, model_validator
 from responsenet.build import cuts as cutmath
 from responsenet.build.stages.base import Stage, StageConfig, StageContext
 from responsenet.errors import StageFailure
-from responsenet.media import MediaInfo, decode_errors, probe, require_tool, run_ffmpeg
+from responsenet.media import (
+    MediaInfo,
+    decode_errors,
+    probe,
+    require_tool,
+    run_ffmpeg,
+    x264_threads,
+)
 
 #: Thumbnail size (width, height) used for cut detection and luma measures.
 THUMB_SIZE = (64, 36)
@@ -49,6 +56,9 @@ class SegmentConfig(StageConfig):
     max_clip_seconds: float | None = Field(None, gt=0, description="longer shots are split")
     crf: int = Field(18, ge=0, le=51, description="x264 quality of the clip videos")
     preset: Preset = "veryfast"
+    encode_threads: int = Field(3, ge=1, le=16, description="x264 threads; fixed, because x264 "
+                                "output depends on it: the same source then encodes to the same "
+                                "bytes on any machine and executor")
     black_luma: float = Field(24.0, ge=0, le=255, description="frame mean luma counted as black")
     silence_dbfs: float = Field(-50.0, le=0, description="frame RMS counted as silent, dBFS")
     max_damaged_share: float = Field(0.01, ge=0, le=1, description="packets ffmpeg cannot "
@@ -105,7 +115,7 @@ class SegmentStage(Stage):
     """Probe, decode, detect camera cuts and write frame-exact clips with quality measures."""
 
     name = "segment"
-    version = "3"
+    version = "4"
     unit = "source"
     requires = ("download",)
     resources: ClassVar[dict[str, float]] = {"CPU": 1, "memory": 0.5 * 2**30}
@@ -278,8 +288,8 @@ def _encode_clips(src: Path, tmp: Path, window: Window, kept: list[cutmath.Span]
     ends = cutmath.packed_ends(kept)
     args = [*_window_args(window), "-i", str(src), "-filter_complex", graph, "-map", "[clips]",
             "-an", "-frames:v", str(ends[-1]), "-fps_mode", "passthrough", "-c:v", "libx264",
-            "-crf", str(cfg.crf), "-preset", cfg.preset, "-pix_fmt", "yuv420p",
-            "-forced-idr", "1"]
+            "-crf", str(cfg.crf), "-preset", cfg.preset, *x264_threads(cfg.encode_threads),
+            "-pix_fmt", "yuv420p", "-forced-idr", "1"]
     if len(ends) > 1:
         args += ["-force_key_frames", ",".join(f"{f / cfg.fps:.6f}" for f in ends[:-1])]
     args += ["-avoid_negative_ts", "disabled", "-f", "segment",
