@@ -10,14 +10,19 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from queue import Empty, Queue
+from typing import TypeVar
 
 import numpy as np
 
 from responsenet.errors import StageFailure, UsageError
+
+T = TypeVar("T")
 
 
 def require_tool(name: str) -> str:
@@ -162,7 +167,7 @@ def decode_errors(stderr: str) -> list[str]:
 
 
 def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
-                  every: int = 1, scaler: str = "area") -> Iterator[np.ndarray]:
+                  every: int = 1, scaler: str = "area", ahead: int = 0) -> Iterator[np.ndarray]:
     """Frames of the video at ``path``, decoded by ffmpeg: uint8 RGB [H, W, 3] each.
 
     Args:
@@ -171,6 +176,9 @@ def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
         every: yield only frames ``0, every, 2 * every, ...`` (decoded, then dropped by ffmpeg).
         scaler: ffmpeg's scaling algorithm with ``size`` (``area``; ``fast_bilinear`` is about
             twice as fast and good enough for face detection).
+        ahead: frames a background thread reads ahead of the consumer (0: none). A pipe holds
+            less than one frame, so without it ffmpeg and the consumer take turns; with a few
+            frames of slack they run at the same time on two cores.
 
     Raises:
         StageFailure: ``corrupt_media`` when ffprobe or ffmpeg cannot read the file.
@@ -188,7 +196,8 @@ def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
         try:
-            yield from _read_frames(proc.stdout, width, height)
+            frames = _read_frames(proc.stdout, width, height)
+            yield from (read_ahead(frames, ahead) if ahead > 0 else frames)
         except BaseException:  # the consumer stopped early or failed: stop ffmpeg too
             proc.kill()
             proc.wait()
@@ -200,6 +209,47 @@ def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
             tail = " | ".join(err.read().decode(errors="replace").strip().splitlines()[-3:])
             raise StageFailure("corrupt_media", f"ffmpeg failed to decode {path}: "
                                f"{tail or f'exit code {code}'}")
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Yield ``items`` while a background thread produces up to ``depth`` of them in advance.
+
+    For producers that wait outside the GIL (a pipe read, a native decoder). An exception of
+    the producer is raised here, in order; when the consumer stops early the thread stops after
+    at most one more item.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                queue.put((item, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue.put((end, error))
+            return
+        queue.put((end, None))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                queue.get_nowait()
+            except Empty:
+                thread.join(timeout=0.01)
 
 
 def _read_frames(pipe, width: int, height: int) -> Iterator[np.ndarray]:

@@ -9,7 +9,9 @@ smoothed square crops and pipes them to one x264 encoder per track. See docs/sta
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from queue import Queue
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -20,6 +22,9 @@ from responsenet.build.stages.base import Stage, StageConfig, StageContext
 from responsenet.build.stages.face import model_file
 from responsenet.errors import StageFailure
 from responsenet.media import decode_frames, probe, require_tool, x264_threads
+
+#: Frames decoded ahead of the crop threads, and queued for each track's encoder.
+_QUEUED_FRAMES = 4
 
 Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
 
@@ -93,7 +98,8 @@ def crop_clip(video: Path, out_dir: Path, cfg: CropConfig, *, fps: float, n_fram
                              swap_ratio=cfg.swap_ratio)
         small_rects = {n: tuple(round(v / k) for v in r) for n, r in rects.items()}
         count = 0
-        for index, rgb in enumerate(decode_frames(video, size=small, scaler="fast_bilinear")):
+        for index, rgb in enumerate(decode_frames(video, size=small, scaler="fast_bilinear",
+                                                  ahead=_QUEUED_FRAMES)):
             if index >= n_frames:
                 break
             count += 1
@@ -198,25 +204,48 @@ def _encoder(path: Path, size: int, fps: float, cfg: CropConfig, log: Path) -> s
 def _encode(video: Path, out_dir: Path, names: tuple[str, str], boxes: list[np.ndarray],
             panel_of: np.ndarray, panel_rects: list[ft.Rect], cfg: CropConfig, fps: float,
             size: tuple[int, int], n_frames: int, clip_id: str) -> None:
-    """Cut each track's crop from every full-resolution frame and encode it."""
+    """Cut each track's crop from every full-resolution frame and encode it.
+
+    Decoding, cutting and the two encoders run at the same time: frames are decoded a few
+    ahead, and each track has a thread that cuts its crop (OpenCV releases the GIL) and feeds
+    its encoder, so no process waits for another's turn.
+    """
     logs = [out_dir / f".{name}.ffmpeg.log" for name in names]
     encoders = [_encoder(out_dir / f"{name}.mp4", cfg.size, fps, cfg, log)
                 for name, log in zip(names, logs)]
-    try:
-        for index, rgb in enumerate(decode_frames(video)):
-            if index >= n_frames:
-                break
-            for t, encoder in enumerate(encoders):
+    queues: list[Queue] = [Queue(maxsize=_QUEUED_FRAMES) for _ in encoders]
+
+    def feed(t: int) -> None:
+        encoder, queue = encoders[t], queues[t]
+        try:
+            while (item := queue.get()) is not None:
+                index, rgb = item
                 panel = panel_rects[panel_of[t, index]]
-                encoder.stdin.write(ft.crop_frame(rgb, boxes[t][index], panel, cfg.size).tobytes())
-    except BrokenPipeError:
-        pass
-    finally:
-        for encoder in encoders:
+                encoder.stdin.write(ft.crop_frame(rgb, boxes[t][index], panel, cfg.size).data)
+        except BaseException as error:
+            while queue.get() is not None:  # keep taking frames so the decoder loop never blocks
+                pass
+            if not isinstance(error, BrokenPipeError):  # a dead encoder: its log says why
+                raise
+        finally:
             try:
                 encoder.stdin.close()
             except BrokenPipeError:
                 pass
+
+    with ThreadPoolExecutor(max_workers=len(encoders), thread_name_prefix="crop") as pool:
+        feeders = [pool.submit(feed, t) for t in range(len(encoders))]
+        try:
+            for index, rgb in enumerate(decode_frames(video, ahead=_QUEUED_FRAMES)):
+                if index >= n_frames:
+                    break
+                for queue in queues:
+                    queue.put((index, rgb))
+        finally:
+            for queue in queues:
+                queue.put(None)
+            for feeder in feeders:
+                feeder.result()
     codes = [encoder.wait() for encoder in encoders]
     for code, log, name in zip(codes, logs, names):
         if code != 0:

@@ -95,7 +95,7 @@ class FaceStage(Stage):
         model = model_file(cfg.model_path)
 
         def one_track(entry: dict[str, Any]) -> Detections:
-            frames = decode_frames(crop.dir / entry["video"])
+            frames = decode_frames(crop.dir / entry["video"], ahead=4)
             with landmarker_for(model, cfg) as landmarker, closing(frames):
                 return detect_faces(landmarker, frames, fps)
 

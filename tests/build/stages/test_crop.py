@@ -277,3 +277,29 @@ def test_build_crop_then_face_recovers_jaw_and_head_pose(synth_clips, tmp_path):
         assert mae.max() < 3.0, mae
     again = build(manifest, tmp_path, stages, overrides=overrides, progress=False)
     assert again.stages["crop"].skipped == 1 and again.stages["face"].skipped == 1
+
+
+@pytest.mark.timeout(120)
+def test_an_encoder_that_dies_fails_the_clip_with_its_error_and_does_not_hang(
+        synth_clips, tmp_path, monkeypatch):
+    """The crop threads keep taking frames after a dead encoder, so the decoder never blocks."""
+    import responsenet.build.stages.crop as crop_module
+
+    real = crop_module._encoder
+    calls = []
+
+    def dying(path, size, fps, cfg, log):
+        calls.append(path.name)
+        if len(calls) == 1:  # the first track's encoder: a codec that does not exist
+            cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                   "-s", f"{size}x{size}", "-i", "pipe:0", "-c:v", "no_such_codec", str(path)]
+            return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=log.open("wb"))
+        return real(path, size, fps, cfg, log)
+
+    monkeypatch.setattr(crop_module, "_encoder", dying)
+    video, _ = synth_clips["lr"]
+    with pytest.raises(StageFailure) as caught:
+        run_crop(video, tmp_path / "out")
+    assert caught.value.reason == "ffmpeg_failed"
+    assert "no_such_codec" in str(caught.value) or "Unknown encoder" in str(caught.value)
+    assert calls == ["left.mp4", "right.mp4"]
