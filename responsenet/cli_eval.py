@@ -58,6 +58,16 @@ def eval_(
     metric_args: Annotated[str | None, typer.Option(
         help="Metric hyper-parameters: metric.key=value,... (e.g. fvd.num_videos=0).")] = None,
     force: Annotated[bool, typer.Option(help="Replace another run in --out.")] = False,
+    executor: Annotated[str, typer.Option(
+        help="Where generation runs: local (this process, or a pool with --workers N) or ray "
+        "(pip install 'responsenet\\[ray]'). Same outputs, same run key.")] = "local",
+    workers: Annotated[int, typer.Option(
+        help="Worker processes, each generating one group of clips with its own copy of the "
+        "model (local), or the CPUs of the local Ray and the number of groups (ray).")] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (--executor ray): 'auto', HOST:6379 or ray://HOST:10001; "
+        "default: start a local Ray. Every node must see --data and --out at the same path.")]
+    = None,
     list_models: Annotated[bool, typer.Option(help="List the baselines and exit.")] = False,
     list_metrics: Annotated[bool, typer.Option(help="List metrics and suites and exit.")]
     = False,
@@ -78,7 +88,8 @@ def eval_(
                            suite=suite, limit=limit, seed=seed, offline=offline,
                            batch_clips=batch_clips, device=device, strict=strict,
                            compare=compare, asset_paths=_assets(asset),
-                           metric_params=parse_metric_args(metric_args), force=force)
+                           metric_params=parse_metric_args(metric_args), force=force,
+                           executor=executor, workers=workers, ray_address=ray_address)
         results = evaluate(opts)
     except (UsageError, ShardFormatError) as e:
         raise _usage_exit(e) from e

@@ -56,12 +56,19 @@ class LocalExecutor:
 
     A worker that dies (killed, out of memory, a crash in native code) breaks the whole pool and
     every task in flight. The pool is then started again and each of those tasks is re-run on its
-    own: the one that kills its worker again is recorded as ``worker_crashed``; the others finish
-    normally.
+    own: the one that kills its worker again is recorded as ``worker_crashed`` (``on_lost``); the
+    others finish normally.
+
+    Args:
+        workers: processes in the pool.
+        on_lost: (task, reason, message) -> outcome for a task whose worker died twice; the
+            default records a build task's failure (:func:`lost_task_outcome`).
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, *,
+                 on_lost: Callable[[Any, str, str], Any] | None = None):
         self.workers = workers
+        self.on_lost = on_lost or lost_task_outcome
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -88,9 +95,9 @@ class LocalExecutor:
             try:
                 yield self._pool.submit(fn, task).result()
             except BrokenProcessPool:
-                yield lost_task_outcome(task, "worker_crashed", "its worker process died (killed, "
-                                        "out of memory, or a crash in native code) twice, the "
-                                        "second time running this task alone")
+                yield self.on_lost(task, "worker_crashed", "its worker process died (killed, "
+                                   "out of memory, or a crash in native code) twice, the second "
+                                   "time running this task alone")
         if broken:
             self._restart()
 
@@ -108,11 +115,16 @@ class WorkspaceNotShared(UsageError):
 def task_resources(task: object) -> dict[str, float]:
     """What one task asks the scheduler for: ``CPU``, ``GPU``, ``memory`` (bytes), or custom.
 
-    Starts from the stage's declared ``resources``; a stage config with ``device: cuda`` adds one
-    GPU, and a config ``threads`` count raises ``CPU`` to it. Zero entries are left out.
+    A task's own ``resources`` dict (e.g. an eval generation task's) comes first; else the
+    stage's declared ``resources``. A stage config with ``device: cuda`` adds one GPU, and a
+    config ``threads`` count raises ``CPU`` to it. Zero entries are left out.
     """
-    stage_cls = getattr(task, "stage_cls", None)
-    request = dict(getattr(stage_cls, "resources", DEFAULT_RESOURCES))
+    own = getattr(task, "resources", None)
+    if isinstance(own, dict):
+        request = dict(own)
+    else:
+        stage_cls = getattr(task, "stage_cls", None)
+        request = dict(getattr(stage_cls, "resources", DEFAULT_RESOURCES))
     config = getattr(task, "config", None) or {}
     if config.get("device") == "cuda":
         request["GPU"] = max(request.get("GPU", 0), 1)

@@ -2,7 +2,9 @@
 
 Runs are cached: the run key hashes (model spec, model args, data fingerprint, split, seed, mode,
 chunking). Clips already generated under the same key are not generated again (resume); another
-key in the same folder is refused unless ``force``.
+key in the same folder is refused unless ``force``. Generation runs in this process, or across a
+local process pool or Ray (``executor``, ``workers``; see :mod:`responsenet.eval.distribute`),
+with the same outputs and the same key.
 """
 
 from __future__ import annotations
@@ -53,6 +55,25 @@ class EvalOptions:
     metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     force: bool = False
     progress: bool = True
+    executor: str = "local"
+    workers: int = 1
+    ray_address: str | None = None
+
+    @property
+    def in_process(self) -> bool:
+        """True when generation runs in this process (``local`` with one worker)."""
+        return self.executor == "local" and self.workers == 1
+
+
+#: Failure reasons of clips lost with their worker rather than failed by the model
+#: (:mod:`responsenet.eval.distribute`): such clips are generated again on the next run.
+LOST_REASONS = frozenset({"worker_crashed", "out_of_memory", "interrupted", "usage_error",
+                          "internal_error"})
+
+
+def needs_generation(status: dict[str, Any] | None) -> bool:
+    """True for a clip without status.json, or one lost with its worker (:data:`LOST_REASONS`)."""
+    return status is None or status.get("reason") in LOST_REASONS
 
 
 def data_fingerprint(root: Path) -> str:
@@ -80,6 +101,9 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         raise UsageError(f"--device must be cpu or cuda, got {opts.device!r}")
     if opts.batch_clips < 1:
         raise UsageError(f"--batch-clips must be at least 1, got {opts.batch_clips}")
+    from responsenet.eval.distribute import check_executor  # it imports this module
+
+    check_executor(opts.executor, opts.workers, opts.ray_address)
     names = metric_names(opts.metrics, opts.suite)
     root = opts.data.resolve()
     refs = eval_refs(root, opts.split, opts.limit)
@@ -87,25 +111,38 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     model = load_model(opts.model, opts.model_args,
                        defaults={"corpus": root, "seed": opts.seed, "device": opts.device})
     chunk = int(model.chunk_frames)
-    meta = {
-        "model": {"spec": opts.model, "args": opts.model_args,
-                  "outputs": sorted(model.outputs), "class": type(model).__qualname__},
-        "data": {"root": str(root), "fingerprint": data_fingerprint(root), "split": opts.split},
-        "seed": opts.seed, "mode": "offline" if opts.offline else "online",
-        "chunk_frames": chunk, "batch_clips": opts.batch_clips, "device": opts.device,
-        "limit": opts.limit,
-    }
-    keyed = {k: meta[k] for k in ("model", "data", "seed", "mode", "chunk_frames")}
-    meta["key"] = sha256_bytes(json.dumps(keyed, sort_keys=True, default=str).encode())[:16]
+    meta = _run_meta(opts, root, model)
     _prepare(opts.out, meta, opts.force)
-    todo = [r for r in refs if read_status(opts.out, r.clip_id) is None]
-    if todo:
+    todo = [r for r in refs if needs_generation(read_status(opts.out, r.clip_id))]
+    if todo and opts.in_process:
         _generate(model, todo, root, opts, chunk)
+    elif todo:
+        from responsenet.eval.distribute import generate_distributed
+
+        sample_rate = int(model.sample_rate)
+        del model  # each worker builds its own; free this copy (and its GPU memory) first
+        generate_distributed(todo, root, opts, sample_rate)
     else:
         log.info("all %d clips already generated in %s (run %s)", len(refs), opts.out,
                  meta["key"])
     return score_run(opts.out, names, strict=opts.strict, asset_paths=opts.asset_paths,
                      compare=opts.compare, device=opts.device, params=opts.metric_params)
+
+
+def _run_meta(opts: EvalOptions, root: Path, model: Any) -> dict[str, Any]:
+    """run.json: what was run, and its key (which leaves out how: batching, device, executor)."""
+    meta = {
+        "model": {"spec": opts.model, "args": opts.model_args,
+                  "outputs": sorted(model.outputs), "class": type(model).__qualname__},
+        "data": {"root": str(root), "fingerprint": data_fingerprint(root), "split": opts.split},
+        "seed": opts.seed, "mode": "offline" if opts.offline else "online",
+        "chunk_frames": int(model.chunk_frames), "batch_clips": opts.batch_clips,
+        "device": opts.device, "limit": opts.limit, "executor": opts.executor,
+        "workers": opts.workers, "ray_address": opts.ray_address,
+    }
+    keyed = {k: meta[k] for k in ("model", "data", "seed", "mode", "chunk_frames")}
+    meta["key"] = sha256_bytes(json.dumps(keyed, sort_keys=True, default=str).encode())[:16]
+    return meta
 
 
 def _prepare(out: Path, meta: dict[str, Any], force: bool) -> None:
@@ -124,7 +161,7 @@ def _prepare(out: Path, meta: dict[str, Any], force: bool) -> None:
     write_json(path, meta)
 
 
-def _video_loader(model: Any) -> Callable[[EvalClip], np.ndarray] | None:
+def video_loader(model: Any) -> Callable[[EvalClip], np.ndarray] | None:
     """Speaker frames at the model's ``video_size`` (width, height; default 224x224) for models
     that list ``"video"`` in ``inputs``."""
     if "video" not in set(getattr(model, "inputs", ())):
@@ -141,7 +178,7 @@ def _generate(model: Any, refs: list, root: Path, opts: EvalOptions, chunk: int)
                   TimeElapsedColumn(), disable=not opts.progress) as bar:
         task = bar.add_task(f"generate ({mode})", total=len(refs))
         for result in generate(model, clips, offline=opts.offline, batch_clips=opts.batch_clips,
-                               load_video=_video_loader(model)):
+                               load_video=video_loader(model)):
             write_clip(opts.out, result, int(model.sample_rate))
             if not result.ok:
                 log.warning("clip %s failed (%s): %s", result.clip_id, result.reason,
