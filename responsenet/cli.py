@@ -1,7 +1,8 @@
 """The ``responsenet`` command line: a thin adapter from arguments to library calls.
 
 Exit codes: 0 success, 1 the work failed (see the report), 2 a usage error (bad arguments,
-config or manifest; or a capability that is not available yet).
+config or manifest; or a capability that is not available yet) or a write error of the machine
+(disk full, read-only file system, folder not writable) that stopped the command.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ def _usage_exit(error: Exception) -> typer.Exit:
     # escaped: messages hold brackets that are not markup, e.g. pip install 'responsenet[ray]'
     err.print(f"[red]error[/red]: {escape(str(error))}", highlight=False)
     return typer.Exit(2)
+
+
+def _failure_exit(message: str, error: BaseException) -> typer.Exit:
+    """Print ``message`` and the error's notes (what state it left, what to do); exit 1."""
+    notes = " ".join(getattr(error, "__notes__", ()))
+    err.print(f"[red]error[/red]: {escape(message)}" + (f" {escape(notes)}" if notes else ""),
+              highlight=False)
+    return typer.Exit(1)
 
 
 def _version(value: bool) -> None:
@@ -71,7 +80,9 @@ def build(
     """Run pipeline stages over a manifest of videos.
 
     Exit 0 when at least one source went through every requested stage (every source with
-    [bold]--strict[/bold]), 1 otherwise, 2 for usage errors.
+    [bold]--strict[/bold]) and the corpus, when shard ran, was assembled; 1 otherwise; 2 for
+    usage errors and for a write error that stopped the build (disk full, read-only, not
+    writable: its report is written when the disk allows).
     """
     from responsenet.build.pipeline import build as run_build
 
@@ -83,8 +94,7 @@ def build(
     except UsageError as e:
         raise _usage_exit(e) from e
     report.render(err)
-    total, ok = len(report.items), report.succeeded
-    raise typer.Exit(0 if (ok == total if strict else ok > 0) else 1)
+    raise typer.Exit(report.exit_code(strict))
 
 
 @app.command()
@@ -155,8 +165,12 @@ def split(
 
     try:
         result = split_corpus(root, ratios=ratios, seed=seed)
-    except (UsageError, ShardFormatError) as e:
+    except (UsageError, ShardFormatError) as e:  # OutputWriteError (disk full, ...) too: exit 2
         raise _usage_exit(e) from e
+    except OSError as e:
+        raise _failure_exit(f"split of {root} failed: {e}.", e) from e
+    for note in result.recovered:
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
     for name, clip_ids in result.clips.items():
         err.print(f"{name}: {len(clip_ids)} clips, {result.achieved_hours[name]:.2f} of hours "
                   f"(asked {result.ratios[name]:.2f}), {result.achieved_clips[name]:.2f} of "

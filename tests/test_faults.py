@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import functools
 import io
 import json
 import os
@@ -38,12 +39,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from pydantic import BaseModel
+from rich.console import Console
 from typer.testing import CliRunner
 
 from responsenet.build.executors import LocalExecutor, SerialExecutor
-from responsenet.build.report import BuildReport
+from responsenet.build.report import BuildReport, StageCounts
 from responsenet.build.runner import Runner
 from responsenet.build.stages.base import Stage
+from responsenet.build.stages.download import DownloadConfig
 from responsenet.build.workspace import OutputWriteError, Workspace, write_error
 from responsenet.cli import app
 from responsenet.errors import StageFailure, UsageError
@@ -579,3 +582,179 @@ def test_a_killed_worker_fails_only_its_item(tmp_path):
     assert report.items == {"a": "ok", "die": "failed", "b": "ok"}
     [failure] = report.failures
     assert (failure["item"], failure["reason"]) == ("die", "worker_crashed")
+
+
+# --- the download archive: appends from several workers, a torn last line ----------------------
+
+APPEND_IDS = """
+import sys
+from pathlib import Path
+from responsenet.build.stages.download import record_archive
+path, worker, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    record_archive(path, f"youtube w{worker}-{i:04d}-" + "x" * 200)
+"""
+
+
+def test_archive_appends_from_several_processes_are_whole_lines(tmp_path):
+    archive, workers, n = tmp_path / "archive.txt", 4, 150
+    procs = [subprocess.Popen([sys.executable, "-c", APPEND_IDS, str(archive), str(w), str(n)])
+             for w in range(workers)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+    data = archive.read_bytes()
+    assert data.endswith(b"\n")
+    lines = data.decode().splitlines()
+    expected = {f"youtube w{w}-{i:04d}-" + "x" * 200 for w in range(workers) for i in range(n)}
+    assert len(lines) == workers * n and set(lines) == expected
+
+
+def test_archive_with_a_torn_last_line(tmp_path, caplog):
+    from responsenet.build.stages.download import read_archive, record_archive
+
+    archive = tmp_path / "archive.txt"
+    archive.write_bytes(b"youtube aaa\ngeneric bbb\nyoutube cc")  # a writer killed mid-line
+    with caplog.at_level("WARNING"):
+        assert read_archive(archive) == {"youtube aaa", "generic bbb"}
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning == (f"download archive {archive}: its last line 'youtube cc' has no newline "
+                       "(a write was cut short); ignored it. If it is a whole id, end the file "
+                       "with a newline")
+    record_archive(archive, "youtube ddd")  # the new id gets a line of its own
+    assert archive.read_bytes() == b"youtube aaa\ngeneric bbb\nyoutube cc\nyoutube ddd\n"
+    caplog.clear()
+    assert read_archive(archive) == {"youtube aaa", "generic bbb", "youtube cc", "youtube ddd"}
+    assert caplog.records == []
+    assert read_archive(tmp_path / "none.txt") == set() and read_archive(None) is None
+    with pytest.raises(ValueError, match="must be one non-empty line"):
+        record_archive(archive, "youtube a\nyoutube b")
+
+
+# --- what a build reports when a write error stops it, or its corpus cannot be written ---------
+
+class PipelineFaultStage(FaultStage):
+    """FaultStage under the real config (the download section), for ``build()``."""
+
+    Config = DownloadConfig
+
+
+class AfterStage(Stage):
+    """A second source stage that only succeeds."""
+
+    name, unit, requires = "segment", "source", ("download",)
+
+    def run(self, ctx):
+        return {"clips": []}
+
+
+class DoneRunner:
+    """Stands in for the Runner: every source went through every stage."""
+
+    def __init__(self, ws, entries, names, *args, **kwargs):
+        self.entries, self.names = entries, names
+
+    def run(self, report: BuildReport) -> BuildReport:
+        report.items = {e.id: "ok" for e in self.entries}
+        report.stages = {name: StageCounts(done=len(self.entries)) for name in self.names}
+        return report
+
+
+def fault_manifest(folder: Path, ids: list[str]) -> Path:
+    path = folder / "m.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "path": f"/nowhere/{i}.mp4"}) + "\n"
+                            for i in ids))
+    return path
+
+
+def invoke_build(manifest: Path, out: Path, stage: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["build", "--manifest", str(manifest), "--out", str(out),
+                                      "--stage", stage, "--quiet"])
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("stages, first", [("download", "ok"), ("download,segment", "stopped")])
+def test_a_stopped_build_writes_its_report(tmp_path, monkeypatch, stages, first):
+    from responsenet.build import pipeline
+
+    lookup = {"download": PipelineFaultStage, "segment": AfterStage}.__getitem__
+    monkeypatch.setattr(pipeline, "Runner", functools.partial(Runner, lookup=lookup))
+    out = tmp_path / "out"
+    code, output = invoke_build(fault_manifest(tmp_path, ["ok1", "enospc1", "ok2"]), out, stages)
+    assert code == 2, output
+    flat = "".join(output.split())
+    assert "note:thebuildstopped;whatfinishedisin" in flat and "(ENOSPC)" in flat, output
+    report = json.loads((out / "reports" / "build-latest.json").read_text())
+    stopped = report["stopped"]
+    assert (stopped["reason"], stopped["errno"]) == ("disk_full", "ENOSPC")
+    assert stopped["path"].startswith(str(out / "work/sources/enospc1/.download.tmp-"))
+    assert stopped["message"].startswith("source enospc1, stage download: cannot write ")
+    assert report["items"] == {"ok1": first, "enospc1": "failed", "ok2": "stopped"}
+    counts = report["stages"]["download"]
+    assert (counts["done"], counts["skipped"], counts["failed"]) == (1, 0, 1)
+    assert [(f["item"], f["source"], f["reason"]) for f in report["failures"]] == [
+        ("enospc1", "enospc1", "disk_full")]
+    assert report["finished"] is not None and report["corpus"] is None
+
+
+def test_when_the_report_cannot_be_written_either_the_write_error_is_kept(tmp_path, monkeypatch):
+    from responsenet.build import pipeline
+
+    monkeypatch.setattr(pipeline, "Runner", functools.partial(
+        Runner, lookup={"download": PipelineFaultStage}.__getitem__))
+
+    def full(self, reports_dir):
+        raise OutputWriteError(errno.ENOSPC, reports_dir, f"cannot write {reports_dir}: full")
+
+    monkeypatch.setattr(BuildReport, "write", full)
+    out, text = tmp_path / "out", io.StringIO()
+    with pytest.raises(OutputWriteError) as caught:
+        pipeline.build(fault_manifest(tmp_path, ["enospc1"]), out, "download", progress=False,
+                       console=Console(file=text, width=400))
+    assert str(caught.value).startswith("source enospc1, stage download: cannot write ")
+    assert text.getvalue().strip() == (
+        f"note: the build stopped and its report could not be written into {out / 'reports'} "
+        f"either (cannot write {out / 'reports'}: full)")
+
+
+def test_a_corpus_that_cannot_be_written_fails_the_build(tmp_path, monkeypatch):
+    from responsenet import corpus
+    from responsenet.build import pipeline
+
+    def broken(root, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(root / "shards"))
+
+    monkeypatch.setattr(pipeline, "Runner", DoneRunner)
+    monkeypatch.setattr(corpus, "assemble", broken)
+    out = tmp_path / "out"
+    code, output = invoke_build(fault_manifest(tmp_path, ["a", "b"]), out, "shard")
+    assert code == 1, output
+    assert "the corpus was not assembled" in " ".join(output.split())
+    report = json.loads((out / "reports" / "build-latest.json").read_text())
+    assert report["corpus"] == "failed" and report["stopped"] is None
+    assert report["items"] == {"a": "ok", "b": "ok"}
+    [failure] = report["failures"]
+    assert (failure["item"], failure["source"], failure["stage"], failure["reason"]) == (
+        "corpus", None, "shard", "assembly_failed")
+    assert failure["message"] == (
+        f"could not write the corpus into {out}: [Errno 5] Input/output error: "
+        f"'{out / 'shards'}'. The corpus there was left as it was (stage outputs are kept); "
+        "fix the cause and run the same command again")
+
+
+def test_a_full_disk_while_writing_the_corpus_stops_the_build(tmp_path, monkeypatch):
+    from responsenet import corpus
+    from responsenet.build import pipeline
+
+    def full(root, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / "shards"))
+
+    monkeypatch.setattr(pipeline, "Runner", DoneRunner)
+    monkeypatch.setattr(corpus, "assemble", full)
+    out = tmp_path / "out"
+    code, output = invoke_build(fault_manifest(tmp_path, ["a"]), out, "shard")
+    assert code == 2, output
+    assert "corpusassembly:cannotwrite" in "".join(output.split()), output
+    report = json.loads((out / "reports" / "build-latest.json").read_text())
+    assert report["corpus"] == "failed" and report["failures"] == []
+    assert (report["stopped"]["reason"], report["stopped"]["path"]) == (
+        "disk_full", str(out / "shards"))

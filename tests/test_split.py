@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 from collections import defaultdict
 
 import pyarrow.parquet as pq
@@ -299,3 +304,166 @@ def test_cli_split_usage_errors(corpus, args, fragment):
 def test_cli_split_not_a_corpus(tmp_path):
     result = CliRunner().invoke(app, ["split", str(tmp_path)])
     assert result.exit_code == 2 and "no dataset.json" in " ".join(result.output.split())
+
+
+# --- a split killed or failing at any step --------------------------------------------------
+
+CRASH_AT_REPLACE = """
+import os, sys
+from responsenet.split import split_corpus
+k, calls, real = int(sys.argv[2]), [0], os.replace
+def replace(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == k:
+        os._exit(17)  # a kill: no except, no finally
+    return real(*args, **kwargs)
+os.replace = replace
+split_corpus(sys.argv[1], seed=1)
+"""
+
+
+def listing_problems(root) -> list[str]:
+    """What dataset.json lists that is not there, or not with the listed sha256."""
+    return [p for p in validate_root(root) if p.startswith("dataset.json")]
+
+
+def hidden(root) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture
+def template(tmp_path):
+    """A corpus, the same corpus split with seed 1, and how many os.replace that split made."""
+    base = build_corpus(tmp_path / "template", pairs(6))
+    done = tmp_path / "done"
+    shutil.copytree(base, done)
+    calls = []
+    real = os.replace
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "replace", counting)
+        split_corpus(done, seed=1)
+    assert validate_root(done) == []
+    return base, done, len(calls)
+
+
+def rerun_gives_the_same_corpus(root, done) -> list[str]:
+    """Split ``root`` again (seed 1); return what differs from the uninterrupted split."""
+    left = hidden(root)
+    result = split_corpus(root, seed=1)
+    problems = [f"validate: {p}" for p in validate_root(root)]
+    for rel in ("dataset.json", "splits/spec.json", "splits/train.txt"):
+        if (root / rel).read_bytes() != (done / rel).read_bytes():
+            problems.append(f"{rel} differs from the uninterrupted split")
+    if hidden(root):
+        problems.append(f"leftovers: {hidden(root)}")
+    if bool(left) != bool(result.recovered):
+        problems.append(f"left {left}, the rerun said it recovered {result.recovered}")
+    return problems
+
+
+def test_a_split_failing_at_each_rename_leaves_a_listed_corpus_and_a_rerun_completes(
+        template, tmp_path, monkeypatch):
+    base, done, n_replace = template
+    assert n_replace == 7  # journal, dataset.json, 2 x 2 trees, dataset.json
+    problems = {}
+    real = os.replace
+    for k in range(1, n_replace + 1):
+        root = tmp_path / f"k{k}"
+        shutil.copytree(base, root)
+        calls = []
+
+        def failing(*args, k=k, calls=calls, **kwargs):
+            calls.append(args)
+            if len(calls) == k:
+                raise OSError(errno.EIO, "Input/output error", str(args[1]))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", failing)
+        with pytest.raises(OSError, match="Input/output error"):
+            split_corpus(root, seed=1)
+        monkeypatch.setattr(os, "replace", real)
+        found = [f"after the failure: {p}" for p in listing_problems(root)]
+        found += rerun_gives_the_same_corpus(root, done)
+        if found:
+            problems[k] = found
+    assert problems == {}
+
+
+def test_a_split_killed_at_each_rename_leaves_a_listed_corpus_and_a_rerun_completes(
+        template, tmp_path):
+    base, done, n_replace = template
+    problems = {}
+    for k in range(1, n_replace + 1):
+        root = tmp_path / f"k{k}"
+        shutil.copytree(base, root)
+        killed = subprocess.run([sys.executable, "-c", CRASH_AT_REPLACE, str(root), str(k)],
+                                capture_output=True, text=True, timeout=120)
+        found = [] if killed.returncode == 17 else [f"not killed: {killed.stderr[-2000:]}"]
+        found += [f"after the kill: {p}" for p in listing_problems(root)]
+        found += rerun_gives_the_same_corpus(root, done)
+        if found:
+            problems[k] = found
+    assert problems == {}
+
+
+def test_leftovers_of_a_killed_split_are_removed(corpus):
+    (corpus / ".split-old-k3jd8a_x" / "shards" / "unsplit").mkdir(parents=True)
+    (corpus / ".split-new-0123456789ab" / "splits").mkdir(parents=True)
+    (corpus / ".dataset.json.tmp").write_text("{")
+    result = split_corpus(corpus, seed=1)
+    assert hidden(corpus) == []
+    assert result.recovered == [f"removed 3 leftover(s) of an interrupted split of {corpus}"]
+    assert validate_root(corpus) == []
+
+
+def test_a_journal_older_than_dataset_json_is_not_replayed(template, tmp_path):
+    """Killed after its journal (k=2); then the corpus was rebuilt: the old split is dropped."""
+    base, _, _ = template
+    root = tmp_path / "c"
+    shutil.copytree(base, root)
+    killed = subprocess.run([sys.executable, "-c", CRASH_AT_REPLACE, str(root), "2"],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 17, killed.stderr
+    assert ".split-journal.json" in hidden(root)
+    card = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**card, "rebuilt": True}))  # a new build
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+              if p.is_file() and not p.relative_to(root).parts[0].startswith(".")}
+    notes = split_module.recover(root)
+    assert notes == [f"removed the leftovers of an interrupted split of {root}: dataset.json "
+                     "changed since (a rebuild?), so the corpus was left as it is"]
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before and hidden(root) == []
+
+
+def test_cli_split_reports_a_file_system_error_with_exit_1(corpus, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(split_module, "_write_shard", broken)
+    result = CliRunner().invoke(app, ["split", str(corpus)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    flat = "".join(result.output.split())
+    expected = (f"error: split of {corpus} failed: [Errno 5] Input/output error. The corpus in "
+                f"{corpus} was left as it was.")
+    assert "".join(expected.split()) in flat, result.output
+    assert hidden(corpus) == []
+
+
+def test_cli_split_disk_full_exits_2_and_names_the_fix(corpus, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(corpus / "x.parquet"))
+
+    monkeypatch.setattr(split_module, "_write_shard", full)
+    result = CliRunner().invoke(app, ["split", str(corpus)])
+    assert result.exit_code == 2, result.output
+    flat = "".join(result.output.split())
+    assert "split:cannotwrite" in flat and "(ENOSPC)" in flat, result.output
+    assert "aninterruptedsplitiscompletedfirst" in flat, result.output
+    assert hidden(corpus) == []

@@ -185,7 +185,8 @@ def lost_task_outcome(task: object, reason: str, message: str) -> TaskOutcome:
     ws, stage = Workspace(task.root), task.stage_cls.name
     message = f"{task.unit} {task.item_id}, stage {stage}: {message}"
     write_json_atomic(ws.failure_file(task.unit, task.item_id, stage), {
-        "stage": stage, "item": task.item_id, "reason": reason, "message": message,
+        "stage": stage, "item": task.item_id, "source": task.source.id, "reason": reason,
+        "message": message,
         "fingerprint": task.fingerprint, "transient": reason in TRANSIENT_REASONS,
         "traceback": "", "at": datetime.now(UTC).isoformat(timespec="seconds")})
     return TaskOutcome(stage, task.item_id, "failed", 0.0, reason=reason, message=message)

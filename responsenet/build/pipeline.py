@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from responsenet.build.executors import make_executor
 from responsenet.build.plan import parse_force, parse_stages
 from responsenet.build.report import BuildReport
 from responsenet.build.runner import Runner
-from responsenet.build.workspace import Workspace
+from responsenet.build.workspace import OutputWriteError, Workspace, write_error
 from responsenet.config import load_config
+from responsenet.errors import UsageError
 from responsenet.manifest import load_manifest
 
 
@@ -43,6 +45,8 @@ def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
 
     Raises:
         UsageError: a bad stage name, config or manifest; nothing is written then.
+        OutputWriteError: a write error of the machine stopped the build; the report of what
+            finished (with ``stopped``) is written first when the disk allows.
     """
     console = console or Console(stderr=True)
     names, not_yet = parse_stages(stages)
@@ -62,9 +66,14 @@ def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
             report.notes.append(f"removed {removed} partial output(s) left by an interrupted run")
         runner = Runner(ws, entries, names, config, runner_executor, force=forced,
                         retry_failed=retry_failed, console=console, progress=progress)
-        runner.run(report)
-        if "shard" in names:
-            _assemble(ws, entries, config, report)
+        try:
+            runner.run(report)
+            if "shard" in names:
+                _assemble(ws, entries, config, report)
+        except OutputWriteError as e:
+            report.stop(e)
+            _write_stopped_report(report, ws, console)
+            raise
         report.write(ws.reports)
     finally:
         runner_executor.close()
@@ -72,17 +81,45 @@ def build(manifest: str | Path, out: str | Path, stages: str = "all", *,
     return report
 
 
+def _write_stopped_report(report: BuildReport, ws: Workspace, console: Console) -> None:
+    """Best effort: write the report of a build that a write error stopped, and say where.
+
+    The disk may refuse this too; then stderr says so and the build's own error (raised by the
+    caller) stays the one reported.
+    """
+    try:
+        path = report.write(ws.reports)
+    except (OSError, UsageError) as e:  # OutputWriteError is a UsageError
+        console.print(f"[yellow]note[/yellow]: the build stopped and its report could not be "
+                      f"written into {escape(str(ws.reports))} either ({escape(str(e))})",
+                      highlight=False)
+        return
+    console.print(f"[yellow]note[/yellow]: the build stopped; what finished is in "
+                  f"{escape(str(path))}", highlight=False)
+
+
 def _assemble(ws: Workspace, entries, config, report: BuildReport) -> None:
-    """Put the corpus root together from the shard outputs (responsenet.corpus.assemble)."""
+    """Put the corpus root together from the shard outputs (responsenet.corpus.assemble).
+
+    A write error of the machine stops the build (OutputWriteError); any other file-system
+    error fails the corpus: ``report.corpus`` is ``failed``, with an ``assembly_failed``
+    failure (item ``corpus``), and the build exits 1.
+    """
     from responsenet.corpus import assemble
 
     try:
         result = assemble(ws.root, entries, config.model_dump(mode="json"), config.shard)
     except OSError as e:
+        fatal = write_error(e, ws.root, "corpus assembly: ")
+        if fatal is not None:
+            raise fatal from e
+        report.corpus = "failed"
         report.add_failure("corpus", "shard", "assembly_failed",
-                           f"could not write the corpus into {ws.root}: {e}")
+                           f"could not write the corpus into {ws.root}: {e}. The corpus there "
+                           "was left as it was (stage outputs are kept); fix the cause and run "
+                           "the same command again")
         return
-    state = "written" if result.changed else "unchanged"
+    report.corpus = state = "written" if result.changed else "unchanged"
     report.notes.append(
         f"corpus: {result.clips} clip(s), {result.rows} rows in {len(result.shards)} shard(s), "
         f"{len(result.excluded)} left out (see dataset.json 'excluded'); dataset.json {state} "

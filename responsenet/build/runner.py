@@ -7,8 +7,14 @@ executor, and records every outcome. A failure stops only that item; every other
 The exception is a write error of the machine (disk full, read-only file system, build folder
 not writable: :class:`~responsenet.build.workspace.OutputWriteError`). Every later item would
 meet it too, so the runner records it for the item and stops the build by raising it; the
-message names the path, the errno and the fix. Finished outputs are untouched and the next run
-resumes (the item's ``disk_full`` / ``read_only`` / ``permission_denied`` failure is retried).
+message names the path, the errno and the fix. Before it raises, the report holds what
+finished: the counts of every stage begun, and each source's status (``stopped`` for a source
+that had not gone through every stage); ``build()`` then writes it when the disk allows.
+Finished outputs are untouched and the next run resumes (the item's ``disk_full`` /
+``read_only`` / ``permission_denied`` failure is retried).
+
+Every failure names the source its item came from (a clip's source), in the report and, for a
+failure of a task, in the item's ``{stage}.failed.json`` (``source``).
 
 Item ids become folder names: a source id or a clip id that is not a safe file name (``../x``,
 ``a/b``) is refused, so no output lands outside the build folder.
@@ -17,13 +23,21 @@ Item ids become folder names: a source id or a clip id that is not a safe file n
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from responsenet.build.executors import Executor
 from responsenet.build.report import BuildReport, StageCounts
@@ -75,6 +89,9 @@ class Runner:
         self.failed_sources: set[str] = set()
         self.failed_clips: set[str] = set()
         self.partial_sources: set[str] = set()
+        self.stopped_sources: set[str] = set()
+        self.current_stage: str | None = None
+        self.pending: Counter[str] = Counter()  # source -> its items left in the current stage
 
     def run(self, report: BuildReport) -> BuildReport:
         """Run every stage over every item; fill and return ``report``.
@@ -92,16 +109,35 @@ class Runner:
                       disable=not self.progress) as bar:
             try:
                 for name in self.stage_names:
-                    report.stages[name] = self._run_stage(name, report, bar)
+                    self._run_stage(name, report, bar)
             except OutputWriteError:
+                self._mark_stopped()
                 raise
             except OSError as e:  # --force's discard, or another write of the runner itself
-                raise (write_error(e, self.ws.root) or e) from e
+                fatal = write_error(e, self.ws.root)
+                if fatal is not None:
+                    self._mark_stopped()
+                raise (fatal or e) from e
+            finally:
+                self._settle_items(report)
+        return report
+
+    def _settle_items(self, report: BuildReport) -> None:
+        """Each source's status: failed > stopped (not through every stage) > partial > ok."""
         for source_id in self.partial_sources:
             report.items[source_id] = "partial"
+        for source_id in self.stopped_sources:
+            report.items[source_id] = "stopped"
         for source_id in self.failed_sources:
             report.items[source_id] = "failed"
-        return report
+
+    def _mark_stopped(self) -> None:
+        """The sources that had not gone through every stage when the build stopped."""
+        current = self.stage_names.index(self.current_stage) if self.current_stage else -1
+        if current < len(self.stage_names) - 1:  # later stages never ran
+            self.stopped_sources |= {e.id for e in self.entries}
+        else:
+            self.stopped_sources |= {source for source, left in self.pending.items() if left}
 
     def _section(self, name: str, stage_cls: type) -> dict[str, Any]:
         section = getattr(self.config, name, None)
@@ -164,34 +200,48 @@ class Runner:
         return False
 
     def _run_stage(self, name: str, report: BuildReport, bar: Progress) -> StageCounts:
+        """Run one stage; its counts are in ``report.stages[name]`` from the start, so a stop
+        half-way still reports what finished."""
         stage_cls = self.lookup(name)
-        stage, section, counts = stage_cls(), self._section(name, stage_cls), StageCounts()
+        stage, section = stage_cls(), self._section(name, stage_cls)
+        counts = report.stages[name] = StageCounts()
         started = time.perf_counter()
-        items = self._items(stage_cls, report)
-        bar_task = bar.add_task(name, total=len(items))
-        tasks = []
-        for item in items:
-            inputs = self._inputs(item, stage_cls)
-            if isinstance(inputs, str):
-                self._fail(report, item, name, "missing_input", inputs)
-                counts.failed += 1
-                bar.advance(bar_task)
-                continue
-            fp = self._fingerprint(item, stage, section, inputs)
-            if name in self.force:
-                self.ws.discard(item.unit, item.item_id, name)
-            elif self._cached(item, stage, fp, report):
-                counts.skipped += 1
-                bar.advance(bar_task)
-                continue
-            tasks.append(Task(stage_cls, item.unit, item.item_id, item.source, section, inputs,
-                              fp, self.ws.root))
-        by_id = {item.item_id: item for item in items}
-        for outcome in self.executor.map_unordered(execute_task, tasks):
-            self._record(outcome, by_id[outcome.item_id], counts, report)
-            bar.advance(bar_task)
-        counts.seconds = time.perf_counter() - started
+        self.current_stage, self.pending = name, Counter(e.id for e in self.entries)
+        try:
+            items = self._items(stage_cls, report)
+            self.pending = Counter(item.source.id for item in items)
+            bar_task = bar.add_task(name, total=len(items))
+            tasks = []
+            for item in items:
+                inputs = self._inputs(item, stage_cls)
+                if isinstance(inputs, str):
+                    self._fail(report, item, name, "missing_input", inputs)
+                    counts.failed += 1
+                    self._finished(item, bar, bar_task)
+                    continue
+                fp = self._fingerprint(item, stage, section, inputs)
+                if name in self.force:
+                    self.ws.discard(item.unit, item.item_id, name)
+                elif self._cached(item, stage, fp, report):
+                    counts.skipped += 1
+                    self._finished(item, bar, bar_task)
+                    continue
+                tasks.append(Task(stage_cls, item.unit, item.item_id, item.source, section,
+                                  inputs, fp, self.ws.root))
+            by_id = {item.item_id: item for item in items}
+            for outcome in self.executor.map_unordered(execute_task, tasks):
+                item = by_id[outcome.item_id]
+                if outcome.error is None:
+                    self._finished(item, bar, bar_task)
+                self._record(outcome, item, counts, report)
+        finally:
+            counts.seconds = time.perf_counter() - started
         return counts
+
+    def _finished(self, item: Item, bar: Progress, bar_task: TaskID) -> None:
+        """``item`` is through the current stage (done, skipped or failed)."""
+        self.pending[item.source.id] -= 1
+        bar.advance(bar_task)
 
     def _record(self, outcome: TaskOutcome, item: Item, counts: StageCounts,
                 report: BuildReport) -> None:
@@ -206,7 +256,7 @@ class Runner:
 
     def _fail(self, report: BuildReport, item: Item, stage: str, reason: str, message: str,
               cached: bool = False) -> None:
-        report.add_failure(item.item_id, stage, reason, message, cached)
+        report.add_failure(item.item_id, stage, reason, message, cached, source=item.source.id)
         if item.unit == "source":
             self.failed_sources.add(item.item_id)
         else:

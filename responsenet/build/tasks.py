@@ -116,8 +116,9 @@ def _failed(task: Task, stage: str, error: Exception, seconds: float) -> TaskOut
     where = f"{task.unit} {task.item_id}, stage {stage}: "
     fatal = write_error(error, task.root, where)
     reason, message = (fatal.reason, str(fatal)) if fatal else _failure(task, error)
-    record = {"stage": stage, "item": task.item_id, "reason": reason, "message": message,
-              "fingerprint": task.fingerprint, "transient": reason in TRANSIENT_REASONS,
+    record = {"stage": stage, "item": task.item_id, "source": task.source.id, "reason": reason,
+              "message": message, "fingerprint": task.fingerprint,
+              "transient": reason in TRANSIENT_REASONS,
               "traceback": traceback.format_exc(), "at": _now()}
     try:
         write_json_atomic(Workspace(task.root).failure_file(task.unit, task.item_id, stage),

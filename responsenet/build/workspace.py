@@ -78,8 +78,9 @@ class OutputWriteError(UsageError):
         return (type(self), (self.errno, self.filename, self.message))
 
 
-def write_error(error: BaseException, root: str | Path | None = None,
-                where: str = "") -> OutputWriteError | None:
+def write_error(error: BaseException, root: str | Path | None = None, where: str = "", *,
+                resume: str = "finished work is kept and the build resumes",
+                ) -> OutputWriteError | None:
     """The :class:`OutputWriteError` that ``error`` (or an error it was raised from) amounts to.
 
     Args:
@@ -88,6 +89,7 @@ def write_error(error: BaseException, root: str | Path | None = None,
             ffmpeg's "No space left on device" in a message.
         root: the build folder; EACCES/EPERM count only for paths inside it (None: anywhere).
         where: prefix naming the item and stage (``"clip a_000, stage crop: "``).
+        resume: what running the command again does, for the end of the message.
 
     Returns:
         None when the error is not a write error of the machine (the item's own failure).
@@ -109,8 +111,7 @@ def write_error(error: BaseException, root: str | Path | None = None,
     target = path or root
     what = f"cannot write {target}" if target else "cannot write"
     message = (f"{where}{what}: {os.strerror(code)} ({errno.errorcode[code]}). "
-               f"{_FIXES[WRITE_ERRNOS[code]]}, then run the same command again: finished "
-               "work is kept and the build resumes")
+               f"{_FIXES[WRITE_ERRNOS[code]]}, then run the same command again: {resume}")
     return OutputWriteError(code, target, message)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from rich.console import Console
 
 from responsenet.build.executors import LocalExecutor, SerialExecutor
 from responsenet.build.report import BuildReport
@@ -186,3 +188,34 @@ def test_lock_refuses_a_second_build_on_the_same_folder(tmp_path):
         first.unlock()
     second.lock()
     second.unlock()
+
+
+def test_failures_name_the_source_of_their_item(tmp_path):
+    report = run(tmp_path, ["a", "bad1", "half1"])
+    assert [(f["item"], f["source"], f["stage"]) for f in report.failures] == [
+        ("bad1", "bad1", "download"), ("half1_001", "half1", "crop")]
+    record = json.loads((tmp_path / "work/clips/half1_001/crop.failed.json").read_text())
+    assert (record["item"], record["source"], record["reason"]) == ("half1_001", "half1", "no_face")
+    record = json.loads((tmp_path / "work/sources/bad1/download.failed.json").read_text())
+    assert (record["item"], record["source"]) == ("bad1", "bad1")
+    data = report.to_dict()
+    assert data["failures_by_source"] == {"bad1": 1, "half1": 1}
+    assert data["failures"][1]["source"] == "half1"
+    out = io.StringIO()
+    report.render(Console(file=out, width=200))
+    lines = out.getvalue().splitlines()
+    assert "failed bad1 in download: not_found: bad1 is bad" in lines
+    assert "failed half1_001 (source half1) in crop: no_face: nobody there" in lines
+    again = run(tmp_path, ["a", "bad1", "half1"])  # remembered failures keep their source
+    assert [(f["item"], f["source"], f["cached"]) for f in again.failures] == [
+        ("bad1", "bad1", True), ("half1_001", "half1", True)]
+
+
+def test_a_clip_failure_in_a_worker_process_names_its_source(tmp_path):
+    pool = LocalExecutor(2)
+    try:
+        run(tmp_path, ["half1"], executor=pool)
+    finally:
+        pool.close()
+    record = json.loads((tmp_path / "work/clips/half1_001/crop.failed.json").read_text())
+    assert record["source"] == "half1"

@@ -8,6 +8,8 @@ local paths are hard-linked (or copied). Every failure carries a reason code: ``
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import itertools
 import logging
 import os
@@ -26,6 +28,7 @@ from responsenet.media import MediaInfo, UnreadableMedia, probe
 
 #: Sleep used between retries; tests replace it to record the delays instead of waiting.
 _sleep = time.sleep
+_log = logging.getLogger(__name__)
 
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?(?:/s)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -214,18 +217,53 @@ def _archive_path(config: DownloadConfig, root: Path | None) -> Path | None:
     return path if path.is_absolute() else Path(root or ".") / path
 
 
-def _read_archive(path: Path | None) -> set[str] | None:
-    if path is None or not path.is_file():
-        return None if path is None else set()
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines()}
+def read_archive(path: Path | None, log: logging.Logger = _log) -> set[str] | None:
+    """The ids in a download archive (one ``"<extractor> <id>"`` per line); None without one.
+
+    A last line without its newline is what a writer killed mid-line leaves (or another tool
+    that wrote a part of a line): it is ignored with a warning, so that source is downloaded
+    again rather than skipped on a garbled id.
+    """
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    lines = data.split(b"\n")
+    torn = lines.pop()  # what follows the last newline: empty when the file ends with one
+    if torn.strip():
+        log.warning("download archive %s: its last line %r has no newline (a write was cut "
+                    "short); ignored it. If it is a whole id, end the file with a newline",
+                    path, torn.decode("utf-8", errors="replace")[:200])
+    return {line.decode("utf-8", errors="replace").strip() for line in lines if line.strip()}
 
 
-def _record_archive(path: Path, archive_id: str) -> None:
-    from yt_dlp.utils import locked_file
+def record_archive(path: Path, archive_id: str) -> None:
+    """Append ``archive_id`` to the download archive as one whole line, flushed to disk.
 
+    Safe with several workers (processes or machines sharing the file) and against kills: the
+    line goes out in one ``os.write`` on an ``O_APPEND`` descriptor under an exclusive ``flock``
+    (the lock yt-dlp takes on its archive too), and when the file ends in a torn line the new
+    line starts with a newline, so an id never joins a fragment.
+
+    Raises:
+        OSError: the file cannot be written (ENOSPC also for a short write).
+    """
+    if not archive_id or any(c in archive_id for c in "\r\n"):
+        raise ValueError(f"archive id {archive_id!r} must be one non-empty line")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with locked_file(str(path), "a", encoding="utf-8") as f:
-        f.write(archive_id + "\n")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        line = (b"\n" if torn else b"") + archive_id.encode("utf-8") + b"\n"
+        if os.write(fd, line) != len(line):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (short write)", str(path))
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 _HINTS = {
@@ -323,7 +361,7 @@ class DownloadStage(Stage):
             from yt_dlp.utils import make_archive_id
 
             meta["archive_id"] = make_archive_id(info["extractor_key"], info["id"])
-            _record_archive(archive, meta["archive_id"])
+            record_archive(archive, meta["archive_id"])
         return meta
 
     def _local(self, ctx: StageContext) -> tuple[Path, dict[str, Any]]:
@@ -349,7 +387,7 @@ class DownloadStage(Stage):
             raise UsageError(f"download.cookies: cookies file {config.cookies} not found (needed "
                              f"for source {source.id}); expected a Netscape-format cookies.txt; "
                              "fix the path or unset download.cookies")
-        archive = _read_archive(_archive_path(config, ctx.root))
+        archive = read_archive(_archive_path(config, ctx.root), ctx.log)
         time_range = _time_range(source) if config.use_ranges else None
         range_fallback = None
         try:
