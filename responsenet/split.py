@@ -22,9 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
-import re
 import shutil
 import uuid
 from collections import Counter, defaultdict
@@ -37,11 +35,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from responsenet import __version__
-from responsenet.build.workspace import fsync_dir, fsync_tree, read_json, write_error
+from responsenet.build.workspace import fsync_tree, write_error
 from responsenet.errors import UsageError
-from responsenet.hashing import checksum_tree, sha256_bytes, sha256_file
+from responsenet.hashing import checksum_tree
 from responsenet.schema import check_format_version, tracks_schema
 from responsenet.shards import string_columns
+from responsenet.split_publish import NEW, OLD, TREES, journal_exists, publish, recover
 
 #: Split names in the order of ``--ratios``.
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -54,14 +53,6 @@ DEFAULT_TOLERANCE = 0.05
 NO_TOPIC = "(none)"
 #: Seeded greedy passes per split; the one closest to the targets is kept.
 DEFAULT_ATTEMPTS = 16
-#: The trees a split replaces, and its hidden working names at the corpus root.
-_TREES = ("shards", "splits")
-_NEW, _OLD, _JOURNAL = ".split-new-", ".split-old-", ".split-journal.json"
-_SPLIT_DIR = re.compile(r"^\.split-(new|old)-[0-9a-f]{12}$")
-#: What a killed split can leave at the root (older versions: mkdtemp names, a fixed .tmp).
-_LEFTOVER = re.compile(r"^\.split-(new|old)-[A-Za-z0-9_]+$|^\.split-journal\.json"
-                       r"(\.tmp-[0-9a-f]{12})?$|^\.\.split-journal\.json\.tmp-[0-9a-f]{12}$"
-                       r"|^\.dataset\.json\.tmp(-[0-9a-f]{12})?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +304,7 @@ def split_corpus(root: str | Path, ratios: str | Mapping[str, float] = DEFAULT_R
     An earlier split of ``root`` that was interrupted is completed (or its leftovers removed)
     first (:func:`recover`; the result's ``recovered`` says what was done). The new ``shards/``
     and ``splits/`` are written into a hidden folder under ``root`` and swapped in only when
-    complete (the old ``splits/`` folder is replaced as a whole; see ``_publish``);
+    complete (the old ``splits/`` folder is replaced as a whole; see ``split_publish.publish``);
     dataset.json's ``checksums`` entries under ``shards/`` and ``splits/`` are replaced, every
     other entry is kept as it is.
 
@@ -391,10 +382,10 @@ def _scan(root: Path) -> _Corpus:
 
 def _rewrite(corpus: _Corpus, clips_by_split: Mapping[str, list[str]], spec: Mapping[str, Any],
              clips_per_shard: int) -> None:
-    """Write new shards/ and splits/ into a hidden folder, then publish them (``_publish``)."""
+    """Write new shards/ and splits/ into a hidden folder, then publish them (:func:`~responsenet.split_publish.publish`)."""
     root = corpus.root
     token = uuid.uuid4().hex[:12]
-    new, old = root / f"{_NEW}{token}", root / f"{_OLD}{token}"
+    new, old = root / f"{NEW}{token}", root / f"{OLD}{token}"
     new.mkdir()
     published = False
     try:
@@ -414,12 +405,12 @@ def _rewrite(corpus: _Corpus, clips_by_split: Mapping[str, list[str]], spec: Map
         (new / "splits" / "spec.json").write_text(
             json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         fsync_tree(new)
-        sums = {f"{name}/{rel}": sha for name in _TREES
+        sums = {f"{name}/{rel}": sha for name in TREES
                 for rel, sha in checksum_tree(new / name, exclude=()).items()}
-        _publish(root, new, old, sums)
+        publish(root, new, old, sums)
         published = True
     finally:
-        if published or not (root / _JOURNAL).exists():
+        if published or not journal_exists(root):
             shutil.rmtree(new, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)  # the old trees; a roll forward never needs them
 
@@ -447,148 +438,3 @@ def _write_shard(path: Path, tables: Iterable[pa.Table]) -> None:
                           use_dictionary=string_columns(schema)) as writer:
         for table in tables:
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
-
-
-def _publish(root: Path, new: Path, old: Path, sums: Mapping[str, str]) -> None:
-    """Swap ``new/{shards,splits}`` into ``root`` and update dataset.json, safe against a kill.
-
-    Order: (1) a journal names the complete new trees and the dataset.json texts before, during
-    and after; (2) dataset.json drops its shards/ and splits/ checksums, so it never lists a file
-    that the swap moves away; (3) each tree: the old one into ``old``, the new one into place;
-    (4) dataset.json with the new checksums; (5) the journal is removed. A failure or a kill
-    after (1) leaves the journal: the next ``split_corpus`` completes the swap first
-    (:func:`recover`).
-
-    Raises:
-        UsageError: dataset.json is not valid JSON (nothing is changed then).
-        OSError: a rename or write failed after (1); the message says to run split again.
-    """
-    path = root / "dataset.json"
-    before = path.read_bytes()
-    try:
-        card = json.loads(before)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: not valid JSON ({e}); rebuild the shard stage") from e
-    kept = {rel: sha for rel, sha in card.get("checksums", {}).items()
-            if not rel.startswith(tuple(f"{name}/" for name in _TREES))}
-    during = _card_bytes({**card, "checksums": kept})
-    after = _card_bytes({**card, "checksums": dict(sorted({**kept, **sums}.items()))})
-    _write_atomic(root / _JOURNAL, _card_bytes({
-        "new": new.name, "old": old.name, "trees": list(_TREES), "final": after.decode(),
-        "dataset_json_sha256": {"before": sha256_bytes(before), "during": sha256_bytes(during),
-                                "after": sha256_bytes(after)}}))
-    try:
-        _write_atomic(path, during)
-        _move_trees(root, new, old)
-        _write_atomic(path, after)
-        (root / _JOURNAL).unlink()
-        fsync_dir(root)
-    except OSError as e:
-        e.add_note(f"The split of {root} was interrupted while swapping in the new shards; "
-                   "dataset.json lists only files that are there. Run responsenet split again: "
-                   "it completes the interrupted split first.")
-        raise
-
-
-def _move_trees(root: Path, new: Path, old: Path) -> None:
-    """Move each ``new/name`` into ``root/name`` (the current one into ``old/name`` first).
-
-    Resumable: a tree already moved is skipped, so a second call after a kill finishes the job.
-    """
-    old.mkdir(exist_ok=True)
-    for name in _TREES:
-        if not (new / name).exists():
-            continue  # moved by an earlier call
-        if (root / name).exists():
-            if (old / name).exists():
-                shutil.rmtree(old / name)
-            os.replace(root / name, old / name)
-            fsync_dir(root)
-        os.replace(new / name, root / name)
-        fsync_dir(root)
-
-
-def recover(root: str | Path) -> list[str]:
-    """Complete or undo a split that was killed or failed half-way; remove its leftovers.
-
-    With a journal (``.split-journal.json``) and dataset.json as the split left it, the swap is
-    completed (the new trees are complete before the journal is written). When dataset.json is
-    still the one from before, nothing was moved: the new trees are deleted. When dataset.json
-    is neither (the corpus was rebuilt since), the leftovers are deleted and the corpus is left
-    as it is. Every ``.split-new-*`` / ``.split-old-*`` folder and temporary file is removed.
-
-    Returns:
-        Notes saying what was done (empty when there was nothing to do).
-    """
-    root = Path(root)
-    notes = []
-    journal = read_json(root / _JOURNAL)
-    if isinstance(journal, dict) and _journal_ok(journal):
-        current = sha256_file(root / "dataset.json") if (root / "dataset.json").is_file() \
-            else None
-        shas = journal["dataset_json_sha256"]
-        if current in (shas["during"], shas["after"]):
-            _move_trees(root, root / journal["new"], root / journal["old"])
-            if _listed_present(root, journal["final"]):
-                _write_atomic(root / "dataset.json", journal["final"].encode())
-                notes.append(f"completed a split of {root} that was interrupted before it ended")
-            else:  # the new trees were deleted by hand: dataset.json keeps listing no shards
-                notes.append(f"could not complete an interrupted split of {root}: its new "
-                             "shards are gone; dataset.json lists no shards until a split ends")
-        elif current == shas["before"]:
-            notes.append(f"removed the leftovers of a split of {root} that was interrupted "
-                         "before it changed anything")
-        else:
-            notes.append(f"removed the leftovers of an interrupted split of {root}: dataset.json "
-                         "changed since (a rebuild?), so the corpus was left as it is")
-    leftovers = [p for p in root.iterdir() if _LEFTOVER.match(p.name)] if root.is_dir() else []
-    for path in leftovers:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.name != _JOURNAL:
-            path.unlink()
-    if (root / _JOURNAL).exists():  # last: the trees it names are gone now
-        (root / _JOURNAL).unlink()
-    if leftovers:
-        fsync_dir(root)
-    if leftovers and not notes:
-        notes.append(f"removed {len(leftovers)} leftover(s) of an interrupted split of {root}")
-    return notes
-
-
-def _listed_present(root: Path, card_text: str) -> bool:
-    """Every shards/ and splits/ file that the dataset.json text lists exists under ``root``."""
-    try:
-        checksums = json.loads(card_text).get("checksums", {})
-    except (ValueError, AttributeError):
-        return False
-    return all((root / rel).is_file() for rel in checksums
-               if isinstance(rel, str) and rel.startswith(tuple(f"{n}/" for n in _TREES)))
-
-
-def _journal_ok(journal: dict[str, Any]) -> bool:
-    """The journal names hidden split folders of the root (never another path) and its texts."""
-    shas = journal.get("dataset_json_sha256")
-    return (isinstance(journal.get("new"), str) and _SPLIT_DIR.match(journal["new"]) is not None
-            and isinstance(journal.get("old"), str) and _SPLIT_DIR.match(journal["old"])
-            is not None and isinstance(journal.get("final"), str) and isinstance(shas, dict)
-            and all(isinstance(shas.get(k), str) for k in ("before", "during", "after")))
-
-
-def _card_bytes(data: Mapping[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
