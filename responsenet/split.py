@@ -40,7 +40,15 @@ from responsenet.errors import UsageError
 from responsenet.hashing import checksum_tree
 from responsenet.schema import check_format_version, tracks_schema
 from responsenet.shards import string_columns
-from responsenet.split_publish import NEW, OLD, TREES, journal_exists, publish, recover
+from responsenet.split_publish import (
+    NEW,
+    OLD,
+    TREES,
+    corpus_lock,
+    journal_exists,
+    publish,
+    recover,
+)
 
 #: Split names in the order of ``--ratios``.
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -316,7 +324,8 @@ def split_corpus(root: str | Path, ratios: str | Mapping[str, float] = DEFAULT_R
         clips_per_shard: most clips per rewritten shard (each clip one row group, two rows).
 
     Raises:
-        UsageError: no dataset.json or no shards under ``root``, or bad ratios.
+        UsageError: no dataset.json or no shards under ``root``, bad ratios, or a build or
+            another split is running on ``root`` (they share its ``.lock``).
         ShardFormatError: a shard is not a format v1 tracks shard.
         OutputWriteError: the disk is full, read-only or ``root`` is not writable.
         OSError: another file-system error; the corpus is as it was, or (when the swap had
@@ -327,10 +336,11 @@ def split_corpus(root: str | Path, ratios: str | Mapping[str, float] = DEFAULT_R
         raise UsageError(f"clips_per_shard must be at least 1, got {clips_per_shard}")
     root = Path(root)
     try:
-        recovered = recover(root)
-        corpus = _scan(root)
-        result = assign_splits(corpus.clips, asked, seed=seed, tolerance=tolerance)
-        _rewrite(corpus, result.clips, spec_dict(result, corpus.clips), clips_per_shard)
+        with corpus_lock(root):
+            recovered = recover(root)
+            corpus = _scan(root)
+            result = assign_splits(corpus.clips, asked, seed=seed, tolerance=tolerance)
+            _rewrite(corpus, result.clips, spec_dict(result, corpus.clips), clips_per_shard)
     except OSError as e:
         fatal = write_error(e, root, "split: ", resume="an interrupted split is completed first")
         if fatal is not None:

@@ -7,12 +7,14 @@ interrupted, and removes what such a split left at the corpus root.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,31 @@ _SPLIT_DIR = re.compile(r"^\.split-(new|old)-[0-9a-f]{12}$")
 _LEFTOVER = re.compile(r"^\.split-(new|old)-[A-Za-z0-9_]+$|^\.split-journal\.json"
                        r"(\.tmp-[0-9a-f]{12})?$|^\.\.split-journal\.json\.tmp-[0-9a-f]{12}$"
                        r"|^\.dataset\.json\.tmp(-[0-9a-f]{12})?$")
+
+
+@contextmanager
+def corpus_lock(root: Path) -> Iterator[None]:
+    """Hold the corpus folder's ``.lock`` (the one a build holds) for the block.
+
+    A build and a split of the same folder would otherwise rewrite shards/ and dataset.json
+    under each other. A missing folder is not locked (the caller reports it).
+
+    Raises:
+        UsageError: a build or another split holds the lock.
+    """
+    if not root.is_dir():
+        yield
+        return
+    with open(root / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise UsageError(f"a build or another split is running on {root}; wait for it to "
+                             "end, then split") from e
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def journal_exists(root: Path) -> bool:

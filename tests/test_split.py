@@ -178,7 +178,7 @@ def test_split_corpus_rewrites_shards_and_validates(corpus):
                   for g in range(parquet.num_row_groups)]
         assert all(len(g) == 2 and g[0]["clip_id"] == g[1]["clip_id"] and
                    [g[0]["role"], g[1]["role"]] == ["listener", "speaker"] for g in groups)
-    assert [p.name for p in corpus.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in corpus.iterdir() if p.name.startswith(".")] == [".lock"]
 
 
 def test_split_files_and_spec(corpus):
@@ -230,7 +230,8 @@ def test_failure_leaves_the_corpus_untouched(corpus, monkeypatch):
     monkeypatch.setattr(split_module, "_write_shard", broken)
     with pytest.raises(OSError, match="disk full"):
         split_corpus(corpus, seed=1)
-    after = {p.relative_to(corpus): p.read_bytes() for p in corpus.rglob("*") if p.is_file()}
+    after = {p.relative_to(corpus): p.read_bytes() for p in corpus.rglob("*")
+             if p.is_file() and p.name != ".lock"}  # the lock a build holds too: no content
     assert after == snapshot
 
 
@@ -328,7 +329,7 @@ def listing_problems(root) -> list[str]:
 
 
 def hidden(root) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".") and p.name != ".lock")
 
 
 @pytest.fixture
@@ -437,7 +438,8 @@ def test_a_journal_older_than_dataset_json_is_not_replayed(template, tmp_path):
     notes = split_module.recover(root)
     assert notes == [f"removed the leftovers of an interrupted split of {root}: dataset.json "
                      "changed since (a rebuild?), so the corpus was left as it is"]
-    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+             if p.is_file() and p.name != ".lock"}
     assert after == before and hidden(root) == []
 
 
@@ -467,3 +469,39 @@ def test_cli_split_disk_full_exits_2_and_names_the_fix(corpus, monkeypatch):
     assert "split:cannotwrite" in flat and "(ENOSPC)" in flat, result.output
     assert "aninterruptedsplitiscompletedfirst" in flat, result.output
     assert hidden(corpus) == []
+
+
+def test_split_refuses_a_corpus_that_a_build_is_writing(corpus):
+    """A build holds the folder's .lock; a split of it must wait, and change nothing."""
+    from responsenet.build.workspace import Workspace
+
+    before = {p.relative_to(corpus).as_posix(): p.read_bytes()
+              for p in sorted(corpus.rglob("*")) if p.is_file() and p.name != ".lock"}
+    build = Workspace(corpus)
+    build.lock()
+    try:
+        with pytest.raises(UsageError, match="a build or another split is running"):
+            split_corpus(corpus, "4:1:1")
+    finally:
+        build.unlock()
+    after = {p.relative_to(corpus).as_posix(): p.read_bytes()
+             for p in sorted(corpus.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before
+    assert split_corpus(corpus, "4:1:1").met  # the lock is free again
+
+
+def test_a_build_cannot_start_while_a_split_holds_the_corpus(corpus, monkeypatch):
+    from responsenet.build.workspace import Workspace
+
+    seen = []
+
+    def scan_then_try_a_build(root):
+        with pytest.raises(UsageError, match=r"another build \(or a split\) is running"):
+            Workspace(root).lock()
+        seen.append(root)
+        return real_scan(root)
+
+    real_scan = split_module._scan
+    monkeypatch.setattr(split_module, "_scan", scan_then_try_a_build)
+    split_corpus(corpus, "4:1:1")
+    assert seen == [corpus]

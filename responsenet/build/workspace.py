@@ -288,8 +288,8 @@ class Workspace:
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
-            raise UsageError(f"another build is running on {self.root}; wait for it to end, "
-                             "or use another --out folder") from e
+            raise UsageError(f"another build (or a split) is running on {self.root}; wait for "
+                             "it to end, or use another --out folder") from e
 
     def unlock(self) -> None:
         if self._lock_file is not None:

@@ -182,7 +182,7 @@ def test_lock_refuses_a_second_build_on_the_same_folder(tmp_path):
     first, second = Workspace(tmp_path), Workspace(tmp_path)
     first.lock()
     try:
-        with pytest.raises(UsageError, match="another build is running"):
+        with pytest.raises(UsageError, match=r"another build \(or a split\) is running"):
             second.lock()
     finally:
         first.unlock()
