@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -167,7 +167,9 @@ def decode_errors(stderr: str) -> list[str]:
 
 
 def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
-                  every: int = 1, scaler: str = "area", ahead: int = 0) -> Iterator[np.ndarray]:
+                  every: int = 1, scaler: str = "area", ahead: int = 0,
+                  input_args: Sequence[str] = (), filters: Sequence[str] = (),
+                  known_size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """Frames of the video at ``path``, decoded by ffmpeg: uint8 RGB [H, W, 3] each.
 
     Args:
@@ -179,6 +181,11 @@ def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
         ahead: frames a background thread reads ahead of the consumer (0: none). A pipe holds
             less than one frame, so without it ffmpeg and the consumer take turns; with a few
             frames of slack they run at the same time on two cores.
+        input_args: ffmpeg options before ``-i`` (e.g. ``-ss``/``-t`` of a time window).
+        filters: video filters run first (e.g. segment's frame-exact CFR chain and ``select``
+            of a clip's frames); frames then pass through unchanged in timing.
+        known_size: ``(width, height)`` of the frames ``filters`` put out (required with
+            ``filters`` that change the size; default: the probed size).
 
     Raises:
         StageFailure: ``corrupt_media`` when ffprobe or ffmpeg cannot read the file.
@@ -186,12 +193,14 @@ def decode_frames(path: str | Path, *, size: tuple[int, int] | None = None,
     info = probe(path)
     if not info.has_video or not info.width or not info.height:
         raise StageFailure("corrupt_media", f"{path}: expected a video, found no video stream")
-    width, height = size or (info.width, info.height)
-    chain = [f"select='not(mod(n\\,{every}))'"] if every > 1 else []
+    width, height = size or known_size or (info.width, info.height)
+    chain = list(filters)
+    chain += [f"select='not(mod(n\\,{every}))'"] if every > 1 else []
     chain += [f"scale={width}:{height}:flags={scaler}"] if size else []
     cmd = [require_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
-           "-i", str(path), "-map", "0:v:0", *(["-vf", ",".join(chain)] if chain else []),
-           *(["-fps_mode", "passthrough"] if every > 1 else []),
+           *input_args, "-i", str(path), "-map", "0:v:0",
+           *(["-vf", ",".join(chain)] if chain else []),
+           *(["-fps_mode", "passthrough"] if every > 1 or filters else []),
            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)

@@ -20,6 +20,7 @@ from pydantic import Field
 from responsenet import facetrack as ft
 from responsenet.build.stages.base import Stage, StageConfig, StageContext
 from responsenet.build.stages.face import model_file
+from responsenet.build.stages.segment import clip_decode
 from responsenet.errors import StageFailure
 from responsenet.media import decode_frames, probe, require_tool, x264_threads
 
@@ -68,28 +69,38 @@ class CropStage(Stage):
         cfg: CropConfig = ctx.config
         segment = ctx.inputs["segment"]
         clip = next(c for c in segment.meta["clips"] if c["clip_id"] == ctx.item_id)
-        video = segment.dir / clip["video"]
-        return crop_clip(video, ctx.out_dir, cfg, fps=float(segment.meta["fps"]),
+        source = clip_decode(segment.dir, clip)
+        return crop_clip(source.pop("path"), ctx.out_dir, cfg, fps=float(segment.meta["fps"]),
                          n_frames=int(clip["n_frames"]), layout=ctx.source.layout,
-                         clip_id=ctx.item_id)
+                         clip_id=ctx.item_id, decode=source)
 
 
 def crop_clip(video: Path, out_dir: Path, cfg: CropConfig, *, fps: float, n_frames: int,
-              layout: str = "auto", clip_id: str = "clip") -> dict[str, Any]:
+              layout: str = "auto", clip_id: str = "clip",
+              decode: dict[str, Any] | None = None) -> dict[str, Any]:
     """Crop the two faces of ``video`` into ``out_dir``; return the stage metadata.
+
+    ``decode`` holds extra ``decode_frames`` arguments (``input_args``, ``filters``,
+    ``known_size``) when the clip's frames come from its source rather than a clip video
+    (segment's ``reencode: when_cut``; see ``segment.clip_decode``).
 
     Raises:
         StageFailure: ``no_face``, ``one_face``, ``too_many_faces``, ``face_too_small``,
             ``layout_unstable``, ``black_frames``, ``weights_missing`` or ``ffmpeg_failed``.
     """
     task_file = model_file(cfg.model_path)  # the FaceLandmarker bundle; its detector is used
-    info = probe(video)
-    width, height = info.width, info.height
+    decode = dict(decode or {})
+    if decode.get("known_size"):
+        width, height = (int(v) for v in decode["known_size"])
+    else:
+        info = probe(video)
+        width, height = info.width, info.height
+        decode["known_size"] = (width, height)
     small = _detect_size(width, height, cfg.detect_width)
     k = width / small[0]
     with ft.face_detector(task_file, cfg.min_detection_confidence) as detector:
         samples = list(decode_frames(video, size=small, scaler="fast_bilinear",
-                                     every=max(1, n_frames // cfg.layout_samples)))
+                                     every=max(1, n_frames // cfg.layout_samples), **decode))
         if samples and np.mean([s.mean() for s in samples]) < 8:
             raise StageFailure("black_frames", f"clip {clip_id}: the sampled frames are black")
         looks = [_scaled(ft.look(detector, s), k) for s in samples]
@@ -99,7 +110,7 @@ def crop_clip(video: Path, out_dir: Path, cfg: CropConfig, *, fps: float, n_fram
         small_rects = {n: tuple(round(v / k) for v in r) for n, r in rects.items()}
         count = 0
         for index, rgb in enumerate(decode_frames(video, size=small, scaler="fast_bilinear",
-                                                  ahead=_QUEUED_FRAMES)):
+                                                  ahead=_QUEUED_FRAMES, **decode)):
             if index >= n_frames:
                 break
             count += 1
@@ -119,7 +130,7 @@ def crop_clip(video: Path, out_dir: Path, cfg: CropConfig, *, fps: float, n_fram
                            cfg.smooth_size_s) for t in (0, 1)]
     names = ft.PANELS[geometry]
     panel_rects = [rects[n] for n in names]
-    _encode(video, out_dir, names, boxes, tracks.panel_of, panel_rects, cfg, fps, (width, height),
+    _encode(video, out_dir, names, boxes, tracks.panel_of, panel_rects, cfg, fps, decode,
             n_frames, clip_id)
     meta_tracks = []
     for t, name in enumerate(names):
@@ -203,7 +214,7 @@ def _encoder(path: Path, size: int, fps: float, cfg: CropConfig, log: Path) -> s
 
 def _encode(video: Path, out_dir: Path, names: tuple[str, str], boxes: list[np.ndarray],
             panel_of: np.ndarray, panel_rects: list[ft.Rect], cfg: CropConfig, fps: float,
-            size: tuple[int, int], n_frames: int, clip_id: str) -> None:
+            decode: dict[str, Any], n_frames: int, clip_id: str) -> None:
     """Cut each track's crop from every full-resolution frame and encode it.
 
     Decoding, cutting and the two encoders run at the same time: frames are decoded a few
@@ -236,7 +247,7 @@ def _encode(video: Path, out_dir: Path, names: tuple[str, str], boxes: list[np.n
     with ThreadPoolExecutor(max_workers=len(encoders), thread_name_prefix="crop") as pool:
         feeders = [pool.submit(feed, t) for t in range(len(encoders))]
         try:
-            for index, rgb in enumerate(decode_frames(video, ahead=_QUEUED_FRAMES)):
+            for index, rgb in enumerate(decode_frames(video, ahead=_QUEUED_FRAMES, **decode)):
                 if index >= n_frames:
                     break
                 for queue in queues:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import subprocess
 import tempfile
 import wave
@@ -56,6 +57,11 @@ class SegmentConfig(StageConfig):
     max_clip_seconds: float | None = Field(None, gt=0, description="longer shots are split")
     crf: int = Field(18, ge=0, le=51, description="x264 quality of the clip videos")
     preset: Preset = "veryfast"
+    reencode: Literal["always", "when_cut"] = Field(
+        "always", description="'always': an H.264 file per clip; 'when_cut': only when the "
+        "source gives several clips - a source that gives one keeps no clip video, and crop "
+        "decodes its frames from the source through the same frame-exact filter (one encode "
+        "less: about 8 core-seconds per minute of 720p, and one generation of compression)")
     encode_threads: int = Field(3, ge=1, le=16, description="x264 threads; fixed, because x264 "
                                 "output depends on it: the same source then encodes to the same "
                                 "bytes on any machine and executor")
@@ -141,8 +147,11 @@ class SegmentStage(Stage):
                                                cfg.max_frames)
             if not kept:
                 raise _too_short(ctx.item_id, len(distances), cut_frames, cfg)
-            videos = _encode_clips(src, Path(tmp), window, kept, cfg, ctx.item_id)
-            clips = [_write_clip(ctx, decoded, luma, info, window, index, span, video)
+            if cfg.reencode == "when_cut" and len(kept) == 1:
+                videos: list[Path | None] = [None]  # crop decodes it from the source
+            else:
+                videos = list(_encode_clips(src, Path(tmp), window, kept, cfg, ctx.item_id))
+            clips = [_write_clip(ctx, decoded, luma, info, window, index, span, video, src)
                      for index, (span, video) in enumerate(zip(kept, videos, strict=True))]
         np.save(ctx.out_dir / "distances.npy", distances)
         seconds = window.seconds_at(cfg.fps)
@@ -242,15 +251,22 @@ def _too_short(source_id: str, n_frames: int, cut_frames: list[int],
 
 
 def _write_clip(ctx: StageContext, decoded: Decoded, luma: np.ndarray, info: MediaInfo,
-                window: Window, index: int, span: cutmath.Span, video: Path) -> dict[str, Any]:
-    """Check and move the encoded ``video`` of one span, write its WAV; return its meta entry."""
+                window: Window, index: int, span: cutmath.Span, video: Path | None,
+                src: Path) -> dict[str, Any]:
+    """Check and move the encoded ``video`` of one span, write its WAV; return its meta entry.
+
+    Without a ``video`` (``reencode: when_cut``, one clip) the entry's ``decode`` says how to
+    get the clip's frames from the source instead (:func:`clip_decode`).
+    """
     cfg: SegmentConfig = ctx.config
     clip_id = f"{ctx.item_id}_{index:03d}"
     start_frame, n_frames = span[0], span[1] - span[0]
-    if (written := _frame_count(video)) != n_frames:
-        raise StageFailure("ffmpeg_failed", f"clip {clip_id}: expected {n_frames} frames from "
-                           f"frame {start_frame} of the normalised stream, wrote {written}")
-    video.replace(ctx.out_dir / f"{clip_id}.mp4")
+    if video is not None:
+        if (written := _frame_count(video)) != n_frames:
+            raise StageFailure("ffmpeg_failed", f"clip {clip_id}: expected {n_frames} frames "
+                               f"from frame {start_frame} of the normalised stream, wrote "
+                               f"{written}")
+        video.replace(ctx.out_dir / f"{clip_id}.mp4")
     samples = _clip_samples(decoded.audio, start_frame, n_frames, cfg)
     _write_wav(ctx.out_dir / f"{clip_id}.wav", samples, cfg.sample_rate)
     bounds = cutmath.sample_bounds(start_frame, n_frames, cfg.fps, cfg.sample_rate)
@@ -266,10 +282,29 @@ def _write_clip(ctx: StageContext, decoded: Decoded, luma: np.ndarray, info: Med
         "source_rotation": info.rotation,
     }
     seconds = window.seconds_at(cfg.fps)
-    return {"clip_id": clip_id, "index": index, "start": seconds(start_frame),
-            "end": seconds(span[1]), "start_frame": start_frame,
-            "n_frames": n_frames, "duration": round(n_frames / cfg.fps, 6),
-            "video": f"{clip_id}.mp4", "audio": f"{clip_id}.wav", "quality": quality}
+    entry = {"clip_id": clip_id, "index": index, "start": seconds(start_frame),
+             "end": seconds(span[1]), "start_frame": start_frame,
+             "n_frames": n_frames, "duration": round(n_frames / cfg.fps, 6),
+             "video": f"{clip_id}.mp4", "audio": f"{clip_id}.wav", "quality": quality}
+    if video is None:
+        entry["video"] = None
+        entry["decode"] = {
+            "source": os.path.relpath(src, ctx.out_dir), "input_args": _window_args(window),
+            "filters": [_cfr_chain(cfg).removeprefix("[0:v:0]"),
+                        f"select='between(n,{start_frame},{span[1] - 1})'",
+                        "setpts=round(N/(FRAME_RATE*TB))"],
+            "size": [info.width // 2 * 2, info.height // 2 * 2]}
+    return entry
+
+
+def clip_decode(segment_dir: Path, clip: dict[str, Any]) -> dict[str, Any]:
+    """``decode_frames`` arguments that give a clip's frames: its video, or (a clip that
+    segment did not encode) the source through the frame-exact filter of its ``decode``."""
+    if clip.get("video"):
+        return {"path": segment_dir / clip["video"]}
+    recipe = clip["decode"]
+    return {"path": segment_dir / recipe["source"], "input_args": list(recipe["input_args"]),
+            "filters": list(recipe["filters"]), "known_size": tuple(recipe["size"])}
 
 
 def _encode_clips(src: Path, tmp: Path, window: Window, kept: list[cutmath.Span],

@@ -303,3 +303,31 @@ def test_an_encoder_that_dies_fails_the_clip_with_its_error_and_does_not_hang(
     assert caught.value.reason == "ffmpeg_failed"
     assert "no_such_codec" in str(caught.value) or "Unknown encoder" in str(caught.value)
     assert calls == ["left.mp4", "right.mp4"]
+
+
+def test_crop_reads_a_clip_that_segment_did_not_encode_from_its_source(synth_clips, tmp_path):
+    """segment.reencode=when_cut: one clip, no clip video; crop decodes the source through the
+    clip's recipe and finds the same faces as from the encoded clip."""
+    import json
+
+    from responsenet.build.pipeline import build
+
+    video, _ = synth_clips["lr"]
+    (tmp_path / "m.yaml").write_text(f"- {{id: conv, path: '{video}'}}\n")
+    metas, boxes = {}, {}
+    for mode in ("always", "when_cut"):
+        out = tmp_path / mode
+        report = build(tmp_path / "m.yaml", out, "download,segment,crop", progress=False,
+                       overrides=[f"segment.reencode={mode}", "crop.size=128",
+                                  "crop.preset=ultrafast"])
+        assert report.items == {"conv": "ok"}, report.failures
+        clip_dir = out / "work" / "clips" / "conv_000" / "crop"
+        metas[mode] = json.loads((clip_dir / "_result.json").read_text())["meta"]
+        boxes[mode] = [np.load(clip_dir / f"{t['track']}.boxes.npy")
+                       for t in metas[mode]["tracks"]]
+        segment_dir = out / "work" / "sources" / "conv" / "segment"
+        assert len(list(segment_dir.glob("*.mp4"))) == (1 if mode == "always" else 0)
+    assert metas["when_cut"]["layout"] == metas["always"]["layout"] == "lr"
+    assert metas["when_cut"]["n_frames"] == metas["always"]["n_frames"] == 200
+    for lean, encoded in zip(boxes["when_cut"], boxes["always"], strict=True):
+        assert np.abs(lean - encoded).max() < 2.0  # px: the faces are found in the same places

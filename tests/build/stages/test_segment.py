@@ -322,3 +322,49 @@ def test_cut_in_one_panel_of_real_split_screen(shared_dir, tmp_path):
     distances = np.load(tmp_path / "out" / "distances.npy")
     inside = np.delete(distances, meta["cut_frames"])
     assert distances[meta["cut_frames"][0]] > 2 * SegmentConfig().cut_threshold > 4 * inside.max()
+
+
+# --- reencode: when_cut (a source that gives one clip keeps no clip video) ----------------------
+def _decoded_clip(out: Path, clip: dict) -> np.ndarray:
+    from responsenet.media import decode_frames
+
+    return np.stack(list(decode_frames(**segment.clip_decode(out, clip))))
+
+
+@pytest.mark.parametrize("case", ["vfr", "range", "rotated_30fps"])
+def test_a_single_clip_decoded_from_its_source_holds_the_frames_segment_would_encode(
+        tmp_path, case):
+    """The source through the clip's ``decode`` recipe gives exactly the frames that 'always'
+    encodes: compared with a lossless (crf 0) encode of the same clip."""
+    if case == "vfr":
+        media, kwargs = make_vfr_video(tmp_path / "s.mp4", duration=4.0, fps=30), {}
+    elif case == "range":
+        media, kwargs = make_video(tmp_path / "s.mp4", duration=6.0, size=(160, 90)), {
+            "start": 0.52, "end": 5.0}
+    else:  # stored sideways at 30 fps with a display matrix that turns it upright
+        good = make_video(tmp_path / "good.mp4", duration=3.0, size=(160, 90), fps=30)
+        sideways, media, kwargs = tmp_path / "sideways.mp4", tmp_path / "s.mp4", {}
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(good), "-vf", "transpose=1",
+                        "-c:a", "copy", str(sideways)], check=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(sideways), "-c", "copy",
+                        "-metadata:s:v:0", "rotate=90", str(media)], check=True)
+    lean = run_segment(media, tmp_path / "lean", reencode="when_cut", **kwargs)
+    exact = run_segment(media, tmp_path / "exact", crf=0, **kwargs)
+    (clip,) = lean["clips"]
+    assert clip["video"] is None and list((tmp_path / "lean").glob("*.mp4")) == []
+    assert {k: v for k, v in clip.items() if k not in ("video", "decode")} == \
+        {k: v for k, v in exact["clips"][0].items() if k != "video"}
+    frames = _decoded_clip(tmp_path / "lean", clip)
+    reference = _decoded_clip(tmp_path / "exact", exact["clips"][0])
+    assert frames.shape == reference.shape and len(frames) == clip["n_frames"]
+    assert tuple(clip["decode"]["size"]) == (frames.shape[2], frames.shape[1])
+    np.testing.assert_array_equal(frames, reference)
+
+
+def test_when_cut_still_encodes_each_clip_of_a_source_with_cuts(tmp_path):
+    media = make_shots_video(tmp_path / "shots.mp4", THREE_SHOTS, fps=FPS)
+    meta = run_segment(media, tmp_path / "out", reencode="when_cut")
+    assert len(meta["clips"]) == 3
+    assert all(c["video"] == f"{c['clip_id']}.mp4" and "decode" not in c for c in meta["clips"])
+    assert [int(stream_facts(tmp_path / "out" / c["video"])["nb_read_frames"])
+            for c in meta["clips"]] == [c["n_frames"] for c in meta["clips"]] == [75, 62, 75]
