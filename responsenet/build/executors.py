@@ -147,7 +147,9 @@ def ray_options(request: dict[str, float]) -> dict[str, Any]:
     return options
 
 
-def fit_to_nodes(request: dict[str, float], largest: dict[str, float]) -> dict[str, float] | str:
+def fit_to_nodes(request: dict[str, float], largest: dict[str, float],
+                 hint: str = "change the stage's config (e.g. device=cpu)"
+                 ) -> dict[str, float] | str:
     """Lower CPU and memory to the largest node's; say why when a GPU or custom resource is
     missing from every node (Ray would otherwise wait for it forever)."""
     fitted = dict(request)
@@ -160,7 +162,7 @@ def fit_to_nodes(request: dict[str, float], largest: dict[str, float]) -> dict[s
             continue
         unit = " bytes" if name == "memory" else ""
         return (f"it needs {amount:g}{unit} {name} but no node of the Ray cluster has more than "
-                f"{have:g}; add such a node, or change the stage's config (e.g. device=cpu)")
+                f"{have:g}; add such a node, or {hint}")
     return fitted
 
 
@@ -262,7 +264,9 @@ class RayExecutor:
     def map_unordered(self, fn, tasks):
         ray = self._ray
         for task in tasks:
-            request = fit_to_nodes(task_resources(task), self._largest_node())
+            request = fit_to_nodes(task_resources(task), self._largest_node(),
+                                   getattr(task, "schedule_hint", None) or
+                                   "change the stage's config (e.g. device=cpu)")
             if isinstance(request, str):
                 yield self.on_lost(task, "usage_error", f"Ray cannot schedule it: {request}")
                 continue

@@ -31,7 +31,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -76,6 +76,8 @@ class GenerateTask:
     resources: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
     group: int = 0
     n_groups: int = 1
+    #: How to ask for less when no node can run the task (the executor's refusal says it).
+    schedule_hint: ClassVar[str] = "run eval with --device cpu"
 
     @property
     def clip_ids(self) -> list[str]:

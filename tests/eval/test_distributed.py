@@ -273,8 +273,7 @@ def test_gpu_tasks_on_ray_without_gpus_fail_their_clips_instead_of_waiting(
     assert results["failures"][2]["error"] == (
         f"clip {TEST_IDS[2]}: group 2 of 2 (clips {TEST_IDS[2]} .. {TEST_IDS[2]}) stopped "
         "before this clip was written: Ray cannot schedule it: it needs 1 GPU but no node of "
-        "the Ray cluster has more than 0; add such a node, or change the stage's config (e.g. "
-        "device=cpu)")
+        "the Ray cluster has more than 0; add such a node, or run eval with --device cpu")
 
 
 # --- the command line -------------------------------------------------------------------------
