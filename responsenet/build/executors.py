@@ -31,7 +31,10 @@ DEFAULT_RESOURCES: dict[str, float] = {"CPU": 1}
 _RAY_OPTION = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
 _SOFT = ("CPU", "memory")  # estimates: lowered to the largest node rather than never scheduled
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
-_LOCK_NAME = ".lock"  # Workspace.lock() holds this file in the build folder during a build
+_LOCK_NAME = ".lock"
+#: How to ask for less when no node has what a build task needs (a task's ``schedule_hint``
+#: replaces it, e.g. eval's).
+_STAGE_HINT = "change the stage's config (e.g. device=cpu)"  # Workspace.lock() holds this file in the build folder during a build
 
 
 class Executor(Protocol):
@@ -148,8 +151,7 @@ def ray_options(request: dict[str, float]) -> dict[str, Any]:
 
 
 def fit_to_nodes(request: dict[str, float], largest: dict[str, float],
-                 hint: str = "change the stage's config (e.g. device=cpu)"
-                 ) -> dict[str, float] | str:
+                 hint: str | None = None) -> dict[str, float] | str:
     """Lower CPU and memory to the largest node's; say why when a GPU or custom resource is
     missing from every node (Ray would otherwise wait for it forever)."""
     fitted = dict(request)
@@ -162,7 +164,7 @@ def fit_to_nodes(request: dict[str, float], largest: dict[str, float],
             continue
         unit = " bytes" if name == "memory" else ""
         return (f"it needs {amount:g}{unit} {name} but no node of the Ray cluster has more than "
-                f"{have:g}; add such a node, or {hint}")
+                f"{have:g}; add such a node, or {hint or _STAGE_HINT}")
     return fitted
 
 
@@ -265,8 +267,7 @@ class RayExecutor:
         ray = self._ray
         for task in tasks:
             request = fit_to_nodes(task_resources(task), self._largest_node(),
-                                   getattr(task, "schedule_hint", None) or
-                                   "change the stage's config (e.g. device=cpu)")
+                                   getattr(task, "schedule_hint", None))
             if isinstance(request, str):
                 yield self.on_lost(task, "usage_error", f"Ray cannot schedule it: {request}")
                 continue
@@ -319,18 +320,32 @@ executors.register("local", "responsenet.build.executors:LocalExecutor")
 executors.register("ray", "responsenet.build.executors:RayExecutor")
 
 
+def check_executor(name: str, workers: int, ray_address: str | None = None) -> None:
+    """Refuse executor options that cannot work, before anything is started or written.
+
+    Raises:
+        UsageError: ``workers`` < 1, an unknown executor, ``ray_address`` without ``ray``, or
+            Ray not installed.
+    """
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if name not in executors:
+        raise UsageError(f"--executor: {executors.unknown_message(name)}")
+    if name != "ray" and ray_address is not None:
+        raise UsageError(f"--ray-address is for --executor ray, but the executor is {name!r}; "
+                         "add --executor ray or leave --ray-address out")
+    if name == "ray":
+        import_ray()
+
+
 def make_executor(name: str, workers: int, *, ray_address: str | None = None) -> Executor:
     """Build the executor called ``name`` (``local`` or ``ray``) with ``workers`` processes.
 
     Args:
         ray_address: the Ray cluster to join (``ray`` only); None starts a local Ray.
     """
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    check_executor(name, workers, ray_address)
     cls = executors.get(name)
     if name == "ray":
         return cls(workers, ray_address)
-    if ray_address is not None:
-        raise UsageError(f"--ray-address is for --executor ray, but the executor is {name!r}; "
-                         "add --executor ray or leave --ray-address out")
     return SerialExecutor() if workers == 1 and name == "local" else cls(workers)

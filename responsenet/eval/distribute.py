@@ -55,7 +55,6 @@ class GenerateTask:
         defaults: what ``load_model`` fills in (``corpus``, ``seed``, ``device``).
         refs: the clips of the group, in clip order.
         data, out: the corpus and the run folder, at the same paths on every worker.
-        split: the split the clips come from (recorded with the task; refs locate the clips).
         sys_path: the driver's ``sys.path`` (absolute), so that a plugin module importable
             there is importable on a worker of the same machine.
         resources: what the task asks the scheduler for: ``{"CPU": 1}``, plus ``"GPU": 1``
@@ -69,7 +68,6 @@ class GenerateTask:
     refs: list[ClipRef]
     data: Path
     out: Path
-    split: str
     offline: bool = False
     batch_clips: int = 1
     sys_path: list[str] = field(default_factory=list)
@@ -119,7 +117,7 @@ def make_tasks(refs: list[ClipRef], root: Path, opts: EvalOptions) -> list[Gener
     defaults = {"corpus": root, "seed": opts.seed, "device": opts.device}
     return [GenerateTask(model=opts.model, model_args=dict(opts.model_args),
                          defaults=dict(defaults), refs=group, data=root,
-                         out=opts.out.resolve(), split=opts.split, offline=opts.offline,
+                         out=opts.out.resolve(), offline=opts.offline,
                          batch_clips=opts.batch_clips, sys_path=sys_path,
                          resources=dict(resources), group=i, n_groups=len(groups))
             for i, group in enumerate(groups)]
@@ -192,34 +190,14 @@ def make_generate_executor(name: str, workers: int, ray_address: str | None = No
     """The executor that runs :class:`GenerateTask` objects: a local pool or Ray.
 
     Raises:
-        UsageError: ``workers`` < 1, an unknown executor, ``ray_address`` without ``ray``, or
-            Ray not installed.
+        UsageError: as :func:`~responsenet.build.executors.check_executor` says.
     """
-    from responsenet.build.executors import executors
+    from responsenet.build.executors import check_executor, executors
 
     check_executor(name, workers, ray_address)
     if name == "ray":
         return executors.get(name)(workers, ray_address, on_lost=lost_group)
     return executors.get(name)(workers, on_lost=lost_group)
-
-
-def check_executor(name: str, workers: int, ray_address: str | None) -> None:
-    """Refuse executor options that cannot work, before anything is written.
-
-    Raises:
-        UsageError: as :func:`make_generate_executor` says.
-    """
-    from responsenet.build.executors import executors, import_ray
-
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if name not in executors:
-        raise UsageError(f"--executor: {executors.unknown_message(name)}")
-    if name != "ray" and ray_address is not None:
-        raise UsageError(f"--ray-address is for --executor ray, but the executor is {name!r}; "
-                         "add --executor ray or leave --ray-address out")
-    if name == "ray":
-        import_ray()
 
 
 def generate_distributed(refs: list[ClipRef], root: Path, opts: EvalOptions,

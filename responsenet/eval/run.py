@@ -101,7 +101,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
         raise UsageError(f"--device must be cpu or cuda, got {opts.device!r}")
     if opts.batch_clips < 1:
         raise UsageError(f"--batch-clips must be at least 1, got {opts.batch_clips}")
-    from responsenet.eval.distribute import check_executor  # it imports this module
+    from responsenet.build.executors import check_executor
 
     check_executor(opts.executor, opts.workers, opts.ray_address)
     names = metric_names(opts.metrics, opts.suite)

@@ -201,20 +201,6 @@ def test_ray_builds_the_same_outputs_as_the_local_executor(tmp_path):
 
 
 # --- on a local Ray ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A 2-CPU local Ray without GPUs for this module; functions defined here travel by value."""
-    ray = pytest.importorskip("ray", reason="Ray is the optional 'ray' extra")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=30)
-    yield ray
-    if started:
-        ray.shutdown()
-    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-
-
 def _nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

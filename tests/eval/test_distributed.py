@@ -216,18 +216,6 @@ def test_a_worker_crash_fails_its_group_and_the_next_run_redoes_it(eval_corpus, 
 
 
 # --- Ray --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A 2-CPU local Ray without GPUs for this module (the executor joins it)."""
-    ray = pytest.importorskip("ray", reason="Ray is the optional 'ray' extra")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level=30)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def test_ray_gives_the_same_outputs_metrics_and_key(ray_cluster, eval_corpus, tmp_path):
     one = evaluate(options(eval_corpus, tmp_path / "one", "nearest"))
     on_ray = evaluate(options(eval_corpus, tmp_path / "ray", "nearest", executor="ray",
