@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from responsenet.eval.clips import eval_refs
-from responsenet.eval.protocol import load_model
-from responsenet.eval.run import EvalOptions, _generate, _prepare, _run_meta
+from responsenet.eval.run import EvalOptions, generate_run
 
 
 def _digest(run: Path) -> str:
@@ -36,17 +35,8 @@ def _run(spec: str, data: Path, split: str, executor: str, workers: int, out: Pa
          limit: int | None) -> float:
     opts = EvalOptions(model=spec, data=data, out=out, split=split, executor=executor,
                        workers=workers, progress=False, limit=limit)
-    root = data.resolve()
-    refs = eval_refs(root, split, limit)
     started = time.perf_counter()
-    model = load_model(spec, defaults={"corpus": root, "seed": 0, "device": "cpu"})
-    _prepare(out, _run_meta(opts, root, model), force=False)
-    if opts.in_process:
-        _generate(model, refs, root, opts, int(model.chunk_frames))
-    else:
-        from responsenet.eval.distribute import generate_distributed
-
-        generate_distributed(refs, root, opts, int(model.sample_rate))
+    generate_run(opts)
     return time.perf_counter() - started
 
 

@@ -14,11 +14,10 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from responsenet.build.tasks import TRANSIENT_REASONS, Task, TaskOutcome
+from responsenet.build.tasks import Task, TaskOutcome, failure_record
 from responsenet.build.workspace import Workspace, write_json_atomic
 from responsenet.errors import StageFailure, UsageError
 from responsenet.registry import Registry
@@ -188,11 +187,8 @@ def lost_task_outcome(task: object, reason: str, message: str) -> TaskOutcome:
         raise StageFailure(reason, message)
     ws, stage = Workspace(task.root), task.stage_cls.name
     message = f"{task.unit} {task.item_id}, stage {stage}: {message}"
-    write_json_atomic(ws.failure_file(task.unit, task.item_id, stage), {
-        "stage": stage, "item": task.item_id, "source": task.source.id, "reason": reason,
-        "message": message,
-        "fingerprint": task.fingerprint, "transient": reason in TRANSIENT_REASONS,
-        "traceback": "", "at": datetime.now(UTC).isoformat(timespec="seconds")})
+    write_json_atomic(ws.failure_file(task.unit, task.item_id, stage),
+                      failure_record(task, stage, reason, message))
     return TaskOutcome(stage, task.item_id, "failed", 0.0, reason=reason, message=message)
 
 

@@ -199,7 +199,7 @@ class Runner:
             return True
         return False
 
-    def _run_stage(self, name: str, report: BuildReport, bar: Progress) -> StageCounts:
+    def _run_stage(self, name: str, report: BuildReport, bar: Progress) -> None:
         """Run one stage; its counts are in ``report.stages[name]`` from the start, so a stop
         half-way still reports what finished."""
         stage_cls = self.lookup(name)
@@ -236,7 +236,6 @@ class Runner:
                 self._record(outcome, item, counts, report)
         finally:
             counts.seconds = time.perf_counter() - started
-        return counts
 
     def _finished(self, item: Item, bar: Progress, bar_task: TaskID) -> None:
         """``item`` is through the current stage (done, skipped or failed)."""

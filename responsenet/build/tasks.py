@@ -116,10 +116,7 @@ def _failed(task: Task, stage: str, error: Exception, seconds: float) -> TaskOut
     where = f"{task.unit} {task.item_id}, stage {stage}: "
     fatal = write_error(error, task.root, where)
     reason, message = (fatal.reason, str(fatal)) if fatal else _failure(task, error)
-    record = {"stage": stage, "item": task.item_id, "source": task.source.id, "reason": reason,
-              "message": message, "fingerprint": task.fingerprint,
-              "transient": reason in TRANSIENT_REASONS,
-              "traceback": traceback.format_exc(), "at": _now()}
+    record = failure_record(task, stage, reason, message, traceback.format_exc())
     try:
         write_json_atomic(Workspace(task.root).failure_file(task.unit, task.item_id, stage),
                           record)
@@ -128,6 +125,14 @@ def _failed(task: Task, stage: str, error: Exception, seconds: float) -> TaskOut
         message = str(fatal) if fatal else f"{message} (no failure record written: {e})"
     return TaskOutcome(stage, task.item_id, "failed", seconds, reason=fatal.reason if fatal
                        else reason, message=message, error=fatal)
+
+
+def failure_record(task: Task, stage: str, reason: str, message: str,
+                   trace: str = "") -> dict[str, Any]:
+    """The ``{stage}.failed.json`` record of a failed task."""
+    return {"stage": stage, "item": task.item_id, "source": task.source.id, "reason": reason,
+            "message": message, "fingerprint": task.fingerprint,
+            "transient": reason in TRANSIENT_REASONS, "traceback": trace, "at": _now()}
 
 
 def _now() -> str:

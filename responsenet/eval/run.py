@@ -97,6 +97,19 @@ def seed_everything(seed: int) -> None:
 
 def evaluate(opts: EvalOptions) -> dict[str, Any]:
     """Generate (or resume) the run in ``opts.out`` and score it; return results.json's dict."""
+    names = metric_names(opts.metrics, opts.suite)
+    generate_run(opts)
+    return score_run(opts.out, names, strict=opts.strict, asset_paths=opts.asset_paths,
+                     compare=opts.compare, device=opts.device, params=opts.metric_params)
+
+
+def generate_run(opts: EvalOptions) -> dict[str, Any]:
+    """Generate the clips of the run in ``opts.out`` not generated yet (in this process, a
+    local pool or Ray); return run.json's dict. ``evaluate`` without the scoring.
+
+    Raises:
+        UsageError: bad options, a model that cannot be loaded, or another run in ``out``.
+    """
     if opts.device not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu or cuda, got {opts.device!r}")
     if opts.batch_clips < 1:
@@ -104,18 +117,16 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     from responsenet.build.executors import check_executor
 
     check_executor(opts.executor, opts.workers, opts.ray_address)
-    names = metric_names(opts.metrics, opts.suite)
     root = opts.data.resolve()
     refs = eval_refs(root, opts.split, opts.limit)
     seed_everything(opts.seed)
     model = load_model(opts.model, opts.model_args,
                        defaults={"corpus": root, "seed": opts.seed, "device": opts.device})
-    chunk = int(model.chunk_frames)
     meta = _run_meta(opts, root, model)
     _prepare(opts.out, meta, opts.force)
     todo = [r for r in refs if needs_generation(read_status(opts.out, r.clip_id))]
     if todo and opts.in_process:
-        _generate(model, todo, root, opts, chunk)
+        _generate(model, todo, root, opts, int(model.chunk_frames))
     elif todo:
         from responsenet.eval.distribute import generate_distributed
 
@@ -125,8 +136,7 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     else:
         log.info("all %d clips already generated in %s (run %s)", len(refs), opts.out,
                  meta["key"])
-    return score_run(opts.out, names, strict=opts.strict, asset_paths=opts.asset_paths,
-                     compare=opts.compare, device=opts.device, params=opts.metric_params)
+    return meta
 
 
 def _run_meta(opts: EvalOptions, root: Path, model: Any) -> dict[str, Any]:
