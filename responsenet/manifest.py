@@ -25,14 +25,18 @@ Layout = Literal["lr", "rl", "tb", "bt", "pip", "auto"]
 Panel = Literal["left", "right", "top", "bottom", "main", "inset"]
 Role = Literal["speaker", "listener"]
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: One path component: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+#: Longest source id: clip ids append ``_NNN`` and must stay file names.
+MAX_SOURCE_ID = 128
 
 
 def is_safe_name(text: object) -> bool:
-    """True when ``text`` can be a file or folder name under an output root: 1-128 ASCII
+    """True when ``text`` can be a file or folder name under an output root: 1-255 ASCII
     letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'. Source ids,
-    clip ids and split names must be; every output path built from them relies on it."""
-    return isinstance(text, str) and bool(SAFE_ID.match(text)) and ".." not in text
+    clip ids, split names and stage names must be; every output path built from them relies
+    on it (the build, validate, export and eval's run folder all check with this)."""
+    return isinstance(text, str) and bool(SAFE_NAME.match(text)) and ".." not in text
 FIELDS = ("id", "url", "path", "start", "end", "layout", "roles", "participants", "topic",
           "language", "license")
 #: Fields whose value must be text (numbers are taken as text for ``id`` only).
@@ -125,7 +129,7 @@ def id_problem(source_id: Any) -> str | None:
     if not source_id.isascii():
         return (f"id {source_id!r} has non-ASCII characters; ids become folder names, so use "
                 f"ASCII letters, digits, '.', '_' and '-' (e.g. {ascii_id(source_id)!r})")
-    if not SAFE_ID.match(source_id) or ".." in source_id:
+    if not is_safe_name(source_id) or len(source_id) > MAX_SOURCE_ID:
         return (f"id {source_id!r} is not a safe file name: use 1-128 ASCII letters, digits, "
                 "'.', '_' and '-', starting with a letter or digit (no '/', '..' or spaces)")
     return None

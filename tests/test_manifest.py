@@ -132,3 +132,18 @@ def test_example_manifests_parse():
         entries = load_manifest(path)
         assert entries[0].id == "interview-01" and entries[-1].id == "local-01", path
         assert entries[-1].path == str((examples / "../videos/local-01.mp4").resolve())
+
+
+def test_the_longest_source_id_still_gives_safe_clip_ids(tmp_path):
+    """Source ids stop at 128 characters so that clip ids (``{id}_NNN``) stay file names for
+    every check that shares ``is_safe_name`` (build, validate, export, eval run folders)."""
+    from responsenet.build.workspace import safe_name_problem
+    from responsenet.manifest import is_safe_name
+
+    longest = "a" * 128
+    (entry,) = load_manifest(write(tmp_path, "m.yaml", f"- {{id: {longest}, path: x.mp4}}\n"))
+    assert entry.id == longest
+    assert is_safe_name(f"{longest}_000") and safe_name_problem(f"{longest}_000") is None
+    with pytest.raises(ManifestError, match="1-128 ASCII letters"):
+        load_manifest(write(tmp_path, "n.yaml", f"- {{id: {longest}b, path: x.mp4}}\n"))
+    assert not is_safe_name("a" * 256) and safe_name_problem("../x") is not None

@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from responsenet.errors import UsageError
+from responsenet.manifest import is_safe_name
 
 RESULT_FILE = "_result.json"
 _STALE = re.compile(r"^\..+\.(tmp|trash)-[0-9a-f]{12}$")
-#: Item ids and stage names become folder names: one path component of these characters.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 #: errno -> reason code of write errors that stop the build (every later write would fail too).
 #: EACCES and EPERM count only for paths inside the build folder: an unreadable input file is
@@ -140,7 +139,7 @@ def safe_name_problem(name: Any) -> str | None:
     A safe name is one path component: letters, digits, ``.``, ``_`` and ``-``, starting with a
     letter or digit, without ``..``; so ``../x``, ``a/b`` and absolute paths never are.
     """
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not is_safe_name(name):
         return (f"{name!r} is not a safe file name (expected 1-255 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit, without '/' or '..')")
     return None
